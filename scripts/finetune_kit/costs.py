@@ -1,0 +1,631 @@
+"""Training cost, inference ROI and break-even from the providers data file.
+
+All prices are USD per 1M tokens (training: per 1M *training* tokens = dataset tokens x epochs),
+GPU rental in USD per GPU-hour. Every number used is reported back as an *assumption* with its
+``origin`` (``data`` file entry with ``as_of``/``source``, ``override`` flag, ``default`` or
+``derived``), so an agent can show the user exactly what the estimate rests on.
+
+The ROI model (one request = one call of the model you serve):
+
+- base cost per request = base prompt tokens x base input price + output tokens x base output price
+- fine-tuned cost per request = (shorter) fine-tuned prompt x FT input price + output x FT output price
+  (+ the share of cached prompt tokens at the cached price when one is given)
+- monthly savings = (base - fine-tuned) x requests per month - fixed monthly serving cost
+- break-even = training cost / savings (null when fine-tuning never pays back)
+
+The self-hosted alternative trains a LoRA on a rented GPU (hours from a throughput estimate
+scaled from the torchtune reference in the data file) and serves on one GPU 24/7.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import math
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from . import providers as P
+from .errors import UsageError
+
+HOURS_PER_MONTH = 730.0          # 8,760 hours a year / 12
+DAYS_PER_MONTH = 365.25 / 12
+GIB_PER_GB = 1e9 / 2**30
+BF16_BYTES_PER_PARAM = 2
+
+
+# ---------------------------------------------------------------------- small pure helpers
+
+def auto_epochs(n_examples: int) -> int:
+    """OpenAI's default: 3 epochs; if n*3 < 100 then min(25, 100 // n); if n*3 > 25000 then
+    max(1, 25000 // n) (the cookbook data-prep notebook heuristic)."""
+    n = int(n_examples)
+    if n < 1:
+        raise ValueError("need at least 1 example")
+    if n * 3 < 100:
+        return min(25, 100 // n)
+    if n * 3 > 25000:
+        return max(1, 25000 // n)
+    return 3
+
+
+def request_cost(prompt_tokens: float | None, output_tokens: float | None, input_price: float | None,
+                 output_price: float | None, *, cached_share: float = 0.0,
+                 cached_price: float | None = None) -> float | None:
+    """USD for one request; None when a request size or a needed price is unknown."""
+    if prompt_tokens is None or output_tokens is None or input_price is None or (output_tokens and output_price is None):
+        return None
+    cached = prompt_tokens * cached_share if cached_price is not None else 0.0
+    fresh = prompt_tokens - cached
+    cost = fresh * input_price + cached * (cached_price or 0.0) + output_tokens * (output_price or 0.0)
+    return cost / 1e6
+
+
+def _r(x: float | None, nd: int = 6) -> float | None:
+    return None if x is None else round(x, nd)
+
+
+def money(x: float | None, small: bool = False) -> str:
+    if x is None:
+        return "n/a"
+    sign = "-" if x < 0 else ""
+    if small or 0 < abs(x) < 0.01:
+        return f"{sign}${abs(x):,.6f}"
+    return f"{sign}${abs(x):,.2f}"
+
+
+# ---------------------------------------------------------------------- ROI core
+
+def roi(*, training_tokens: float | None, epochs: int, train_price: float | None,
+        base_prompt_tokens: float | None, ft_prompt_tokens: float | None, output_tokens: float | None,
+        base_input_price: float | None, base_output_price: float | None,
+        ft_input_price: float | None, ft_output_price: float | None,
+        requests_per_month: float | None = None, cached_share: float = 0.0,
+        base_cached_price: float | None = None, ft_cached_price: float | None = None,
+        fixed_monthly_cost: float | None = 0.0, training_cost: float | None = None) -> dict[str, Any]:
+    """The ROI numbers for one fine-tuned option against the base model it replaces.
+
+    ``training_cost`` may be given directly (self-hosted: GPU hours x price); otherwise it is
+    training_tokens x epochs x train_price / 1M. ``fixed_monthly_cost`` None = unknown.
+    """
+    billed = training_tokens * epochs if training_tokens is not None else None
+    if training_cost is None and billed is not None and train_price is not None:
+        training_cost = billed * train_price / 1e6
+    base = request_cost(base_prompt_tokens, output_tokens, base_input_price, base_output_price,
+                        cached_share=cached_share, cached_price=base_cached_price)
+    ft = request_cost(ft_prompt_tokens, output_tokens, ft_input_price, ft_output_price,
+                      cached_share=cached_share, cached_price=ft_cached_price)
+    saving = base - ft if base is not None and ft is not None else None
+    R = requests_per_month
+    m_base = base * R if base is not None and R is not None else None
+    m_ft = (ft * R + fixed_monthly_cost) if ft is not None and R is not None and fixed_monthly_cost is not None else None
+    m_save = m_base - m_ft if m_base is not None and m_ft is not None else None
+
+    be_req: int | None = None
+    be_months: float | None = None
+    reason = None
+    if training_cost is None:
+        reason = "training cost unknown (give --train FILE or --training-tokens N, and a training price)"
+    elif base_prompt_tokens is None or output_tokens is None:
+        reason = "request size unknown (give --base-prompt-tokens and --output-tokens)"
+    elif saving is None:
+        reason = "inference prices unknown (pass the --base-*-price / --ft-*-price flags)"
+    elif fixed_monthly_cost is None:
+        reason = "fixed monthly serving cost unknown (dedicated/provisioned price not in the data file)"
+    elif not fixed_monthly_cost:
+        if training_cost == 0:
+            be_req, be_months = 0, 0.0
+        elif saving > 0:
+            be_req = math.ceil(training_cost / saving - 1e-9)
+            be_months = be_req / R if R else None
+        else:
+            reason = ("never pays back: the fine-tuned model costs as much or more per request "
+                      "than the base model with its longer prompt")
+    else:
+        if R is None:
+            reason = "give --requests-per-month: a fixed monthly serving cost needs the volume"
+        elif m_save is not None and m_save > 0:
+            be_months = training_cost / m_save if training_cost else 0.0
+            be_req = math.ceil(be_months * R - 1e-9)
+        else:
+            reason = ("never pays back: the per-request savings do not cover the fixed monthly "
+                      "serving cost at this volume")
+    pays_back = None if (be_req is None and not (reason or "").startswith("never")) else be_req is not None
+    return {
+        "training_tokens_billed": billed,
+        "training_cost": _r(training_cost, 4),
+        "base_cost_per_request": _r(base, 8),
+        "ft_cost_per_request": _r(ft, 8),
+        "savings_per_request": _r(saving, 8),
+        "requests_per_month": R,
+        "monthly_base_cost": _r(m_base, 4),
+        "monthly_ft_cost": _r(m_ft, 4),
+        "fixed_monthly_cost": _r(fixed_monthly_cost, 4) if fixed_monthly_cost is not None else None,
+        "monthly_savings": _r(m_save, 4),
+        "break_even_requests": be_req,
+        "break_even_months": _r(be_months, 4),
+        "pays_back": pays_back,
+        "no_break_even_reason": None if be_req is not None else reason,
+    }
+
+
+# ---------------------------------------------------------------------- self-hosted estimate
+
+def lora_plan(d: P.DataFile, gpu_id: str, params_b: float) -> dict[str, Any]:
+    """Throughput and memory of a single-GPU LoRA (or QLoRA when LoRA does not fit).
+
+    tokens/s = reference tokens/s x (GPU peak bf16 TFLOPS / reference GPU TFLOPS)
+               x (reference params / model params); memory scales with params.
+    """
+    ref = d.throughput_reference
+    spec = d.gpu_specs[gpu_id]
+    ref_spec = d.gpu_specs[ref.gpu]
+    scale = (spec.peak_bf16_tflops / ref_spec.peak_bf16_tflops) * (ref.params_b / params_b)
+    vram_gib = spec.vram_gb * GIB_PER_GB
+    lora_mem = ref.lora_memory_gib * params_b / ref.params_b
+    qlora_mem = ref.qlora_memory_gib * params_b / ref.params_b
+    if lora_mem <= vram_gib:
+        method, tps, mem = "lora", ref.lora_tokens_per_s * scale, lora_mem
+    elif qlora_mem <= vram_gib:
+        method, tps, mem = "qlora", ref.qlora_tokens_per_s * scale, qlora_mem
+    else:
+        method, tps, mem = None, None, qlora_mem
+    serve_gb = params_b * BF16_BYTES_PER_PARAM
+    return {"gpu": gpu_id, "method": method, "tokens_per_s": _r(tps, 1), "memory_gib": round(mem, 1),
+            "vram_gib": round(vram_gib, 1), "fits": method is not None,
+            "bf16_serving_fits": serve_gb <= spec.vram_gb}
+
+
+def self_hosted_options(d: P.DataFile, *, params_b: float, training_tokens: float | None, epochs: int,
+                        base_cost_per_request: float | None, requests_per_month: float | None,
+                        gpu_price: float | None = None, throughput: float | None = None,
+                        on: _dt.date | None = None) -> list[dict[str, Any]]:
+    """One row per priced GPU offer (rental, or own hardware when --gpu-price is given)."""
+    rows = []
+    for p, g, spec in P.gpu_offers(d, include_unpriced=gpu_price is not None):
+        price = g.price_per_hour
+        origin = "data"
+        if price is None:
+            price, origin = gpu_price, "override"
+        plan = lora_plan(d, g.id, params_b)
+        tps = throughput if throughput else plan["tokens_per_s"]
+        hours = (training_tokens * epochs / tps / 3600) if (tps and training_tokens is not None) else None
+        train_cost = hours * price if hours is not None else None
+        fixed = price * HOURS_PER_MONTH
+        m_base = base_cost_per_request * requests_per_month if (
+            base_cost_per_request is not None and requests_per_month is not None) else None
+        m_save = m_base - fixed if m_base is not None else None
+        be_months = None
+        if train_cost is not None and m_save is not None and m_save > 0:
+            be_months = train_cost / m_save
+        st = P.provider_status(p, on)
+        rows.append({
+            "provider": p.id, "gpu": g.id, "gpu_name": spec.name, "tier": g.tier,
+            "price_per_hour": price, "price_origin": origin, "as_of": g.as_of, "source": g.source,
+            "method": plan["method"], "fits": plan["fits"], "memory_gib": plan["memory_gib"],
+            "vram_gib": plan["vram_gib"], "bf16_serving_fits": plan["bf16_serving_fits"],
+            "tokens_per_s": _r(tps, 1) if tps else None,
+            "throughput_origin": "override" if throughput else "derived",
+            "training_hours": _r(hours, 3), "training_cost": _r(train_cost, 4),
+            "fixed_monthly_cost": _r(fixed, 2), "monthly_base_cost": _r(m_base, 4),
+            "monthly_savings": _r(m_save, 4), "break_even_months": _r(be_months, 4),
+            "pays_back": (be_months is not None) if (m_save is not None and train_cost is not None) else None,
+            "status": st.label, "on_prem": p.on_prem,
+        })
+    return rows
+
+
+# ---------------------------------------------------------------------- the estimate
+
+@dataclass
+class Workload:
+    training_tokens: Optional[int]          # per epoch (dataset tokens)
+    examples: Optional[int]
+    epochs: int
+    epochs_source: str
+    method: str
+    base_prompt_tokens: Optional[int]
+    ft_prompt_tokens: Optional[int]
+    output_tokens: Optional[int]
+    cached_share: float
+    requests_per_month: Optional[float]
+    params_b: Optional[float]
+    params_source: str
+    max_tokens_per_example: Optional[int] = None
+    tokenizer: Optional[str] = None
+    counted_from: Optional[list[str]] = None
+
+
+@dataclass
+class Overrides:
+    train_price: Optional[float] = None
+    base_input_price: Optional[float] = None
+    base_output_price: Optional[float] = None
+    ft_input_price: Optional[float] = None
+    ft_output_price: Optional[float] = None
+    base_cached_price: Optional[float] = None
+    ft_cached_price: Optional[float] = None
+    fixed_monthly_cost: Optional[float] = None
+    gpu_price: Optional[float] = None
+    throughput: Optional[float] = None
+
+
+PRICE_FLAGS = {"train_price": "--train-price", "base_input_price": "--base-input-price",
+               "base_output_price": "--base-output-price", "ft_input_price": "--ft-input-price",
+               "ft_output_price": "--ft-output-price", "base_cached_price": "--base-cached-price",
+               "ft_cached_price": "--ft-cached-price", "fixed_monthly_cost": "--fixed-monthly-cost"}
+
+
+def _price(name: str, data_value: float | None, override: float | None, entry, unit: str,
+           assumptions: list, label: str) -> float | None:
+    if override is not None:
+        assumptions.append({"name": name, "value": override, "unit": unit, "origin": "override",
+                            "flag": PRICE_FLAGS.get(name), "as_of": None, "source": "command line",
+                            "applies_to": label})
+        return override
+    assumptions.append({"name": name, "value": data_value, "unit": unit,
+                        "origin": "data" if data_value is not None else "missing",
+                        "as_of": getattr(entry, "as_of", None), "source": getattr(entry, "source", None),
+                        "note": getattr(entry, "price_note", None) if data_value is None else None,
+                        "applies_to": label})
+    return data_value
+
+
+def resolve_prices(p: P.Provider | None, m: P.Offering | None, method: str, ov: Overrides,
+                   assumptions: list) -> dict[str, float | None]:
+    label = f"{p.id}/{m.id}" if p and m else "custom"
+    out = {}
+    out["train_price"] = _price("train_price", m.training_price.get(method) if m else None, ov.train_price,
+                                m, "$ per 1M training tokens", assumptions, label)
+    for f in P.PRICE_FIELDS:
+        out[f] = _price(f, getattr(m, f) if m else None, getattr(ov, f), m, "$ per 1M tokens",
+                        assumptions, label)
+    for f in ("base_cached_price", "ft_cached_price"):
+        v = getattr(ov, f)
+        out[f] = v
+        if v is not None:
+            assumptions.append({"name": f, "value": v, "unit": "$ per 1M cached input tokens",
+                                "origin": "override", "flag": PRICE_FLAGS[f], "as_of": None,
+                                "source": "command line", "applies_to": label})
+    # fixed monthly serving cost: zero for per-token serving, unknown for dedicated/provisioned
+    if ov.fixed_monthly_cost is not None:
+        out["fixed_monthly_cost"] = ov.fixed_monthly_cost
+        assumptions.append({"name": "fixed_monthly_cost", "value": ov.fixed_monthly_cost, "unit": "$ per month",
+                            "origin": "override", "flag": "--fixed-monthly-cost", "as_of": None,
+                            "source": "command line", "applies_to": label})
+    elif m is None or m.serving == "per_token":
+        out["fixed_monthly_cost"] = 0.0
+    else:
+        out["fixed_monthly_cost"] = None
+        assumptions.append({"name": "fixed_monthly_cost", "value": None, "unit": "$ per month",
+                            "origin": "missing", "as_of": m.as_of, "source": m.source,
+                            "note": f"{m.serving} serving ({m.serving_unit or 'billed while running'}); "
+                                    f"price not in the data file - pass --fixed-monthly-cost",
+                            "applies_to": label})
+    return out
+
+
+def _limit_warnings(p: P.Provider, m: P.Offering, w: Workload) -> list[str]:
+    out = []
+    lim = m.limits
+    if w.examples is not None and lim.min_examples and w.examples < lim.min_examples:
+        out.append(f"{p.id}/{m.id} needs at least {lim.min_examples} examples; you have {w.examples}")
+    if w.examples is not None and lim.max_examples and w.examples > lim.max_examples:
+        out.append(f"{p.id}/{m.id} accepts at most {lim.max_examples:,} examples; you have {w.examples:,}")
+    if (w.max_tokens_per_example is not None and lim.max_tokens_per_example
+            and w.max_tokens_per_example > lim.max_tokens_per_example):
+        out.append(f"{p.id}/{m.id}: longest example has {w.max_tokens_per_example:,} tokens, over the "
+                   f"limit of {lim.max_tokens_per_example:,}")
+    if w.method not in m.methods:
+        out.append(f"{p.id}/{m.id} does not list method {w.method!r} (it lists: {', '.join(m.methods)})")
+    return out
+
+
+def estimate(d: P.DataFile, w: Workload, *, provider: str | None, model: str | None,
+             ov: Overrides, on: _dt.date, compare: bool = False) -> tuple[dict[str, Any], int]:
+    """The estimate_costs document and its exit code (1 when the chosen offering is retired)."""
+    assumptions: list[dict[str, Any]] = []
+    warnings: list[str] = []
+    exit_code = 0
+    p = m = None
+    status = None
+    if provider:
+        p = d.provider(provider)
+        if p.kind != "managed":
+            raise UsageError(f"{p.id} is GPU rental/own hardware: its numbers are in the self_hosted "
+                             f"section; pick a managed --provider for the API comparison, or omit it")
+        m = d.offering(p, model, params_b=w.params_b if w.params_source == "flag" else None)
+        st = P.status_of(p, m, on)
+        status = st.to_json()
+        warnings.extend(st.warnings)
+        if st.status == "retired":
+            exit_code = 1
+        warnings.extend(_limit_warnings(p, m, w))
+        if w.params_source == "default":
+            size = m.params_b or (P._size_from_name(model.lower()) if (model and m.params_range_b) else None)
+            if size:
+                w.params_b, w.params_source = size, "model"
+    elif model:
+        raise UsageError("--model needs --provider")
+
+    prices = resolve_prices(p, m, w.method, ov, assumptions)
+    main = roi(training_tokens=w.training_tokens, epochs=w.epochs, train_price=prices["train_price"],
+               base_prompt_tokens=w.base_prompt_tokens, ft_prompt_tokens=w.ft_prompt_tokens,
+               output_tokens=w.output_tokens, base_input_price=prices["base_input_price"],
+               base_output_price=prices["base_output_price"], ft_input_price=prices["ft_input_price"],
+               ft_output_price=prices["ft_output_price"], requests_per_month=w.requests_per_month,
+               cached_share=w.cached_share, base_cached_price=prices["base_cached_price"],
+               ft_cached_price=prices["ft_cached_price"], fixed_monthly_cost=prices["fixed_monthly_cost"])
+    have_roi_input = p is not None or any(v is not None for v in (ov.train_price, ov.ft_input_price))
+    if not have_roi_input:
+        for k in list(main):
+            if k not in ("requests_per_month", "base_cost_per_request", "monthly_base_cost"):
+                main[k] = None
+
+    if w.cached_share and prices["base_cached_price"] is None:
+        warnings.append("--cached-share is set but the data file has no cached-input prices: cached "
+                        "tokens are billed at the full input price (pass --base-cached-price/--ft-cached-price)")
+    if have_roi_input and main["training_cost"] is None and w.training_tokens is None:
+        warnings.append("no training data size: pass --train FILE or --training-tokens N for the training cost")
+    if (main["base_cost_per_request"] is not None and main["ft_cost_per_request"] is not None
+            and main["ft_cost_per_request"] > main["base_cost_per_request"]):
+        warnings.append("the fine-tuned model costs MORE per request than the base model "
+                        f"({money(main['ft_cost_per_request'], True)} vs {money(main['base_cost_per_request'], True)}): "
+                        "fine-tuned token prices are higher, so savings only come from a much shorter prompt")
+    months_left = None
+    if status and status["retires"] and status["status"] != "retired":
+        months_left = round((_dt.date.fromisoformat(status["retires"]) - on).days / DAYS_PER_MONTH, 2)
+        bem = main["break_even_months"]
+        if bem is None or bem > months_left:
+            warnings.append(f"does not pay back before the shutdown on {status['retires']} "
+                            f"({months_left} months away)" + ("" if bem is None else f"; break-even needs {bem} months"))
+
+    # epochs / tokens / workload assumptions
+    assumptions.append({"name": "epochs", "value": w.epochs, "origin": w.epochs_source,
+                        "note": "OpenAI heuristic: 3; if n*3 < 100 then min(25, 100 // n); if n*3 > 25000 "
+                                "then max(1, 25000 // n)" if w.epochs_source.startswith("auto") else None})
+    if w.training_tokens is not None:
+        assumptions.append({"name": "training_tokens_per_epoch", "value": w.training_tokens,
+                            "origin": "counted" if w.counted_from else "flag", "tokenizer": w.tokenizer,
+                            "files": w.counted_from})
+    for name, val in (("base_prompt_tokens", w.base_prompt_tokens), ("ft_prompt_tokens", w.ft_prompt_tokens),
+                      ("output_tokens", w.output_tokens), ("cached_share", w.cached_share)):
+        assumptions.append({"name": name, "value": val, "origin": "flag"})
+
+    # self-hosted alternative
+    params_b = w.params_b
+    sh_rows = self_hosted_options(d, params_b=params_b, training_tokens=w.training_tokens, epochs=w.epochs,
+                                  base_cost_per_request=main["base_cost_per_request"],
+                                  requests_per_month=w.requests_per_month, gpu_price=ov.gpu_price,
+                                  throughput=ov.throughput, on=on)
+    ref = d.throughput_reference
+    assumptions.append({
+        "name": "self_hosted_throughput", "origin": "derived",
+        "value": f"{ref.lora_tokens_per_s:g} tok/s x (GPU TFLOPS / {d.gpu_specs[ref.gpu].peak_bf16_tflops:g}) "
+                 f"x ({ref.params_b:g}B / {params_b:g}B)",
+        "note": (f"reference: {ref.model} LoRA on {d.gpu_specs[ref.gpu].name}, {ref.setup} "
+                 f"({ref.lora_tokens_per_s:g} tok/s, {ref.lora_memory_gib:g} GiB; QLoRA {ref.qlora_tokens_per_s:g} "
+                 f"tok/s, {ref.qlora_memory_gib:g} GiB); scaling by peak TFLOPS assumes the same utilisation, "
+                 f"so faster GPUs are estimated optimistically - measure with train_lora.py and pass --throughput"),
+        "as_of": ref.as_of, "source": ref.source})
+    assumptions.append({"name": "self_hosted_params_b", "value": params_b, "origin": w.params_source})
+    assumptions.append({"name": "self_hosted_serving", "value": HOURS_PER_MONTH, "unit": "GPU-hours per month",
+                        "origin": "derived", "note": "one GPU of the same type running 24/7 serves the load "
+                                                     "(capacity not checked); marginal cost per token ~0"})
+    doc: dict[str, Any] = {
+        "provider": p.id if p else None, "model": m.id if m else None, "method": w.method,
+        "judged_on": on.isoformat(), "data_as_of": d.as_of.isoformat(),
+        "status": status,
+        "training": {"tokens_per_epoch": w.training_tokens, "examples": w.examples, "epochs": w.epochs,
+                     "epochs_source": w.epochs_source,
+                     "billed_tokens": w.training_tokens * w.epochs if w.training_tokens is not None else None,
+                     "price_per_1m": prices["train_price"] if have_roi_input else None,
+                     "cost": main["training_cost"], "tokenizer": w.tokenizer, "counted_from": w.counted_from,
+                     "max_tokens_per_example": w.max_tokens_per_example},
+        **{k: v for k, v in main.items() if k != "training_tokens_billed"},
+        "months_until_shutdown": months_left,
+        "self_hosted": {"params_b": params_b, "params_source": w.params_source, "options": sh_rows},
+        "compare": compare_rows(d, w, on=on, ov=ov, baseline=(p, m) if p else None) if compare else None,
+        "assumptions": assumptions,
+        "warnings": warnings,
+    }
+    return doc, exit_code
+
+
+# ---------------------------------------------------------------------- compare
+
+def compare_rows(d: P.DataFile, w: Workload, *, on: _dt.date, ov: Overrides,
+                 baseline: tuple[P.Provider, P.Offering] | None) -> dict[str, Any]:
+    """The same workload across every non-retired offering (and rented GPUs)."""
+    b_in = ov.base_input_price if ov.base_input_price is not None else (
+        baseline[1].base_input_price if baseline else None)
+    b_out = ov.base_output_price if ov.base_output_price is not None else (
+        baseline[1].base_output_price if baseline else None)
+    fixed_baseline = b_in is not None
+    base_label = ("command line" if ov.base_input_price is not None else
+                  f"{baseline[0].id}/{baseline[1].id}" if baseline else "each row's own base model")
+    rows, excluded = [], []
+    params_b = w.params_b
+    for p in d.providers:
+        if p.kind != "managed":
+            continue
+        tiered = any(m.params_range_b for m in p.models)
+        for m in p.models:
+            if tiered and not (m.params_range_b[0] <= params_b <= m.params_range_b[1]):
+                continue
+            st = P.status_of(p, m, on)
+            if st.status == "retired":
+                excluded.append({"provider": p.id, "model": m.id, "status": st.label,
+                                 "reason": st.warnings[0] if st.warnings else "retired"})
+                continue
+            tp = m.training_price.get(w.method)
+            fixed = 0.0 if m.serving == "per_token" else None
+            r = roi(training_tokens=w.training_tokens, epochs=w.epochs, train_price=tp,
+                    base_prompt_tokens=w.base_prompt_tokens, ft_prompt_tokens=w.ft_prompt_tokens,
+                    output_tokens=w.output_tokens,
+                    base_input_price=b_in if fixed_baseline else m.base_input_price,
+                    base_output_price=b_out if fixed_baseline else m.base_output_price,
+                    ft_input_price=m.ft_input_price, ft_output_price=m.ft_output_price,
+                    requests_per_month=w.requests_per_month, cached_share=0.0, fixed_monthly_cost=fixed)
+            notes = []
+            if st.status == "retiring":
+                notes.append(f"RETIRING {st.date}")
+            if tp is None:
+                notes.append(f"no {w.method} price")
+            if m.ft_input_price is None:
+                notes.append("no inference price")
+            if fixed is None:
+                notes.append(f"{m.serving} serving ({m.serving_unit or 'billed 24/7'}) price unknown")
+            rows.append({"provider": p.id, "model": m.id, "kind": "managed", "status": st.label,
+                         "train_price": tp, "training_cost": r["training_cost"],
+                         "ft_cost_per_request": r["ft_cost_per_request"],
+                         "base_cost_per_request": r["base_cost_per_request"],
+                         "fixed_monthly_cost": r["fixed_monthly_cost"],
+                         "monthly_ft_cost": r["monthly_ft_cost"], "monthly_savings": r["monthly_savings"],
+                         "break_even_months": r["break_even_months"], "pays_back": r["pays_back"],
+                         "serving": m.serving, "warnings": st.warnings, "note": "; ".join(notes) or None,
+                         "as_of": m.as_of, "source": m.source})
+    base_cpr = request_cost(w.base_prompt_tokens, w.output_tokens, b_in, b_out) if fixed_baseline else None
+    for s in self_hosted_options(d, params_b=params_b, training_tokens=w.training_tokens, epochs=w.epochs,
+                                 base_cost_per_request=base_cpr, requests_per_month=w.requests_per_month,
+                                 gpu_price=ov.gpu_price, throughput=ov.throughput, on=on):
+        note = "self-hosted LoRA, 1 GPU 24/7" if s["fits"] else f"{params_b:g}B does not fit on one GPU"
+        rows.append({"provider": s["provider"], "model": f"{s['gpu']} ({s['tier']})", "kind": "self_hosted",
+                     "status": s["status"], "train_price": None, "training_cost": s["training_cost"],
+                     "ft_cost_per_request": 0.0 if s["fits"] else None, "base_cost_per_request": _r(base_cpr, 8),
+                     "fixed_monthly_cost": s["fixed_monthly_cost"],
+                     "monthly_ft_cost": s["fixed_monthly_cost"] if w.requests_per_month is not None else None,
+                     "monthly_savings": s["monthly_savings"], "break_even_months": s["break_even_months"],
+                     "pays_back": s["pays_back"], "serving": "self_hosted", "warnings": [],
+                     "note": note, "as_of": s["as_of"], "source": s["source"]})
+    return {"baseline": base_label, "params_b": params_b, "rows": rows, "excluded": excluded}
+
+
+# ---------------------------------------------------------------------- counting a training file
+
+def count_training_files(paths: list[str], *, tokenizer: str | None = None,
+                         fallback_tokenizer: str | None = None) -> dict[str, Any]:
+    """Examples and tokens of JSONL training files: the validator's own numbers.
+
+    Runs :func:`finetune_kit.validate.validate_files` (what validate_jsonl.py runs) and returns
+    the sum of its per-file ``stats`` (``examples`` = usable examples, ``total_tokens``), so the
+    token count is by construction the one the validator reports. ``fallback_tokenizer`` (a
+    provider's encoding such as o200k_base) is tried first when no ``tokenizer`` is given; when it
+    cannot be loaded offline the count uses cl100k_base and says so.
+    """
+    from . import tokens, validate
+
+    notes: list[str] = []
+    if tokenizer:
+        counter = tokens.get_counter(tokenizer=tokenizer)
+    elif fallback_tokenizer:
+        try:
+            counter = tokens.get_counter(tokenizer=fallback_tokenizer)
+        except UsageError as exc:
+            counter = tokens.get_counter()
+            notes.append(f"{fallback_tokenizer} is not available offline ({str(exc).split(':')[0]}); "
+                         f"counted with {counter.name}, an approximation - pass --tokenizer FILE.tiktoken "
+                         f"for the exact count")
+    else:
+        counter = tokens.get_counter()
+    doc = validate.validate_files(paths, tokenizer=counter, min_examples=1)
+    examples = sum(f["stats"]["examples"] or 0 for f in doc["files"])
+    total = sum(f["stats"]["total_tokens"] or 0 for f in doc["files"])
+    trainable = sum(f["stats"]["trainable_tokens"] or 0 for f in doc["files"])
+    longest = max(((f["stats"]["tokens_per_example"] or {}).get("max") or 0 for f in doc["files"]), default=0)
+    errors = sum(f["error_count"] for f in doc["files"])
+    if errors:
+        notes.append(f"the validator found {errors} error(s) in the training data; only the {examples} usable "
+                     f"example(s) are counted - run validate_jsonl.py on the file")
+    if examples == 0:
+        raise UsageError(f"no valid training examples in {', '.join(map(str, paths))}; run validate_jsonl.py on it")
+    return {"examples": examples, "total_tokens": total, "trainable_tokens": trainable,
+            "max_tokens_per_example": longest, "validator_errors": errors, "tokenizer": counter.name,
+            "notes": notes}
+
+
+# ---------------------------------------------------------------------- human report
+
+def _months(x: float | None) -> str:
+    if x is None:
+        return "n/a"
+    if x < 1:
+        days = x * DAYS_PER_MONTH
+        return "<0.1 days" if days < 0.1 else f"{days:,.1f} days"
+    return f"{x:,.2f} months"
+
+
+def format_report(doc: dict[str, Any]) -> str:
+    from .cli import color, table
+
+    out: list[str] = []
+    t = doc["training"]
+    head = f"{doc['provider']}/{doc['model']}" if doc["provider"] else "custom prices"
+    if doc["provider"] or doc["training_cost"] is not None or doc["ft_cost_per_request"] is not None:
+        status = f", {doc['status']['label']}" if doc["status"] else ""
+        out.append(f"Fine-tuning estimate: {head} ({doc['method']}{status}), judged on {doc['judged_on']}, "
+                   f"data file as of {doc['data_as_of']}")
+        if t["tokens_per_epoch"] is not None:
+            ex = f", {t['examples']:,} examples" if t["examples"] is not None else ""
+            tok = f" ({t['tokenizer']})" if t["tokenizer"] else ""
+            price = "n/a" if t["price_per_1m"] is None else f"${t['price_per_1m']:.2f}/1M"
+            out.append(f"Training:   {t['tokens_per_epoch']:,} tokens{tok}{ex} x {t['epochs']} epoch{'' if t['epochs'] == 1 else 's'} "
+                       f"[{t['epochs_source']}] = {t['billed_tokens']:,} billed tokens x {price} "
+                       f"= {money(doc['training_cost'])}")
+        if doc["base_cost_per_request"] is not None or doc["ft_cost_per_request"] is not None:
+            out.append(f"Per request: base {money(doc['base_cost_per_request'], True)}, fine-tuned "
+                       f"{money(doc['ft_cost_per_request'], True)}, saving {money(doc['savings_per_request'], True)}")
+        if doc["requests_per_month"] is not None and doc["monthly_base_cost"] is not None:
+            fixed = (f" (incl. {money(doc['fixed_monthly_cost'])} fixed serving)"
+                     if doc["fixed_monthly_cost"] else "")
+            out.append(f"Monthly at {doc['requests_per_month']:,.0f} requests: base {money(doc['monthly_base_cost'])}, "
+                       f"fine-tuned {money(doc['monthly_ft_cost'])}{fixed}, savings {money(doc['monthly_savings'])}")
+        if doc["break_even_requests"] is not None:
+            months = f" = {_months(doc['break_even_months'])}" if doc["break_even_months"] is not None else ""
+            out.append(f"Break-even: {doc['break_even_requests']:,} requests{months}")
+        elif doc["no_break_even_reason"]:
+            msg = f"Break-even: none - {doc['no_break_even_reason']}"
+            out.append(color(msg, "red") if doc["pays_back"] is False else msg)
+    sh = doc["self_hosted"]
+    rows = [r for r in sh["options"] if r["fits"]]
+    if rows and t["tokens_per_epoch"] is not None and not doc.get("compare"):
+        out.append("")
+        out.append(f"Self-hosted alternative: LoRA on one rented GPU, {sh['params_b']:g}B model "
+                   f"[{sh['params_source']}], serving on the same GPU 24/7:")
+        out.append(table(["provider", "gpu", "method", "tok/s (est.)", "hours", "training", "serving/month",
+                          "savings/month", "break-even"],
+                         [(r["provider"], f"{r['gpu']} {r['tier']}", r["method"], f"{r['tokens_per_s']:,.0f}",
+                           f"{r['training_hours']:,.2f}", money(r["training_cost"]), money(r["fixed_monthly_cost"]),
+                           money(r["monthly_savings"]), _months(r["break_even_months"])) for r in rows],
+                         "lllrrrrrr"))
+        skipped = [f"{r['gpu']}" for r in sh["options"] if not r["fits"]]
+        if skipped:
+            out.append(f"(does not fit on one GPU even with QLoRA: {', '.join(sorted(set(skipped)))})")
+    cmp_ = doc.get("compare")
+    if cmp_:
+        out.append("")
+        out.append(f"Compare (same workload; baseline: {cmp_['baseline']}; size tier {cmp_['params_b']:g}B):")
+        out.append(table(["provider", "model", "status", "training", "FT $/request", "fixed/month",
+                          "monthly total", "savings/month", "break-even", "note"],
+                         [(r["provider"], r["model"], r["status"], money(r["training_cost"]),
+                           ("0 (fixed)" if r["kind"] == "self_hosted" else money(r["ft_cost_per_request"], True))
+                           if r["ft_cost_per_request"] is not None else "n/a",
+                           money(r["fixed_monthly_cost"]) if r["fixed_monthly_cost"] is not None else "n/a",
+                           money(r["monthly_ft_cost"]), money(r["monthly_savings"]),
+                           _months(r["break_even_months"]), r["note"] or "") for r in cmp_["rows"]],
+                         "lllrrrrrrl"))
+        for e in cmp_["excluded"]:
+            out.append(f"excluded: {e['provider']}/{e['model']} - {e['status']}, never recommended")
+    if doc["warnings"]:
+        out.append("")
+        for w in doc["warnings"]:
+            out.append(color(f"WARNING: {w}", "yellow"))
+    priced = [a for a in doc["assumptions"] if a["name"].endswith("_price") and a.get("value") is not None]
+    if priced:
+        out.append("")
+        out.append("Prices used ($ per 1M tokens): " + "; ".join(
+            f"{a['name']} {a['value']:.2f} ({a['origin']}"
+            + (f", as of {a['as_of']}" if a.get("as_of") else "") + ")" for a in priced))
+    out.append("Every number with its source: rerun with --json (keys: assumptions, warnings).")
+    while out and not out[0]:
+        out.pop(0)
+    return "\n".join(out)

@@ -1,0 +1,300 @@
+"""Should this problem be fine-tuned? The decision table behind should_finetune.py.
+
+Rules, first match wins (thresholds in :data:`THRESHOLDS`):
+
+1. failure mode ``knowledge`` (the model lacks facts)          -> ``rag``
+2. requirements change ``often``                                -> ``prompt``
+3. fewer than 10 good examples                                  -> ``collect_data``
+4. 10-49 examples                                               -> ``prompt`` (few-shot), or ``collect_data``
+                                                                   when the volume says fine-tuning will pay
+5. failure mode ``format`` / ``style`` / ``task``               -> ``fine_tune``
+6. more than 100k requests/month (any mode)                     -> ``fine_tune`` (cost)
+7. ``cost`` / ``latency`` at low or unknown volume              -> ``prompt`` (shorter prompt, caching,
+                                                                   smaller model; price it with estimate_costs.py)
+8. nothing known                                                -> ``prompt`` (start there, measure)
+
+Suggested providers come from the data file: retired offerings and closed training never appear;
+retiring ones carry their dates; ``--privacy strict`` keeps self-hosted options only (rented or
+own GPUs), ``on_prem`` keeps your own hardware only.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from dataclasses import asdict, dataclass
+from typing import Any, Optional
+
+from . import costs
+from . import providers as P
+
+FAILURE_MODES = ("format", "style", "knowledge", "cost", "latency", "task")
+RECOMMENDATIONS = ("fine_tune", "prompt", "rag", "collect_data")
+THRESHOLDS = {"high_volume_requests_per_month": 100_000, "min_examples_fine_tune": 50,
+              "min_examples_few_shot": 10}
+
+FAILURE_HELP = {
+    "format": "output format is inconsistent (JSON shape, fields, structure)",
+    "style": "tone/voice/style is inconsistent",
+    "knowledge": "the model lacks facts (your products, documents, recent events)",
+    "cost": "requests are too expensive (long prompts, big model)",
+    "latency": "responses are too slow",
+    "task": "a narrow repeatable task (classify, extract, route, call tools) is done unreliably",
+}
+
+
+@dataclass
+class Answers:
+    failure_mode: Optional[str] = None
+    examples: Optional[int] = None
+    monthly_requests: Optional[float] = None
+    requirements_change: Optional[str] = None
+    privacy: str = "none"
+    budget: Optional[float] = None
+
+
+def recommend(a: Answers) -> tuple[str, list[str]]:
+    """(recommendation, reasons) from the decision table."""
+    T = THRESHOLDS
+    reasons: list[str] = []
+    high = a.monthly_requests is not None and a.monthly_requests > T["high_volume_requests_per_month"]
+    if a.failure_mode == "knowledge":
+        reasons.append("missing knowledge: fine-tuning changes behaviour and form, it does not reliably add "
+                       "facts; retrieval (RAG) supplies current facts with citations")
+        reasons.append("fine-tune later only if the answers' format or style is still off once retrieval works")
+        return "rag", reasons
+    if a.requirements_change == "often":
+        reasons.append("requirements change often: every change would need new data and a new training run; "
+                       "a prompt changes in minutes")
+        return "prompt", reasons
+    if a.examples is not None and a.examples < T["min_examples_few_shot"]:
+        reasons.append(f"only {a.examples} good examples: too few to fine-tune (OpenAI's minimum is 10, "
+                       f"gains usually start at 50-100) or even to evaluate a prompt - collect real examples first")
+        return "collect_data", reasons
+    if a.examples is not None and a.examples < T["min_examples_fine_tune"]:
+        if high or a.failure_mode in ("format", "style", "task"):
+            why = (f"{a.monthly_requests:,.0f} requests/month" if high
+                   else f"a {a.failure_mode} problem")
+            reasons.append(f"{why} is a fine-tuning case, but {a.examples} examples are fewer than "
+                           f"{T['min_examples_fine_tune']}: put your best ones in the prompt as few-shot "
+                           f"examples now and collect more")
+            return ("collect_data" if high else "prompt"), reasons
+        reasons.append(f"{a.examples} examples are fewer than {T['min_examples_fine_tune']}: use them as "
+                       f"few-shot examples in the prompt")
+        return "prompt", reasons
+    if a.examples is None:
+        reasons.append(f"example count unknown: fine-tuning needs at least {T['min_examples_fine_tune']} good "
+                       f"examples (better 100+)")
+    if a.failure_mode in ("format", "style"):
+        reasons.append(f"{a.failure_mode} inconsistency is what fine-tuning fixes best: the model learns the "
+                       f"shape from examples instead of instructions")
+        if high:
+            reasons.append(f"{a.monthly_requests:,.0f} requests/month: a fine-tuned model with a short prompt "
+                           f"can also cut cost")
+        return "fine_tune", reasons
+    if a.failure_mode == "task":
+        reasons.append("a narrow, repeatable task with examples: a fine-tuned (often smaller) model does it "
+                       "more reliably and cheaply than a long instruction prompt")
+        if high:
+            reasons.append(f"{a.monthly_requests:,.0f} requests/month makes the savings count")
+        return "fine_tune", reasons
+    if high:
+        reasons.append(f"{a.monthly_requests:,.0f} requests/month (> {T['high_volume_requests_per_month']:,}): "
+                       f"replacing a long prompt or a large model by a fine-tuned one usually pays back - "
+                       f"check break-even with estimate_costs.py")
+        return "fine_tune", reasons
+    if a.failure_mode in ("cost", "latency"):
+        vol = ("volume unknown" if a.monthly_requests is None
+               else f"{a.monthly_requests:,.0f} requests/month is low volume")
+        reasons.append(f"{a.failure_mode} at {vol}: savings rarely cover training and evaluation; shorten "
+                       f"the prompt, use prompt caching or a smaller base model first, and price fine-tuning "
+                       f"with estimate_costs.py")
+        return "prompt", reasons
+    reasons.append("no failure mode given: start with a prompt, measure it on a test set, and come back with "
+                   "--failure-mode")
+    return "prompt", reasons
+
+
+# ---------------------------------------------------------------------- providers
+
+def suggest_providers(d: P.DataFile, privacy: str, on: _dt.date, budget: float | None = None
+                      ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(suggested, excluded) providers for a privacy level, judged on a date."""
+    suggested, excluded = [], []
+    for p in d.providers:
+        if privacy == "strict" and not p.self_hosted:
+            excluded.append({"provider": p.id, "reason": "privacy strict: data would go to a third-party "
+                                                         "training service; self-hosted options only"})
+            continue
+        if privacy == "on_prem" and not p.on_prem:
+            excluded.append({"provider": p.id, "reason": "privacy on_prem: data must stay on your own hardware"})
+            continue
+        pst = P.provider_status(p, on)
+        if pst.status == "retired":
+            excluded.append({"provider": p.id, "reason": f"{pst.label}: never recommended"})
+            continue
+        models, gone = [], []
+        retiring: dict[str, list[str]] = {}
+        if p.kind == "managed":
+            for m in p.models:
+                st = P.status_of(p, m, on)
+                if st.status == "retired":
+                    gone.append(f"{m.id} (retired {st.date})")
+                    continue
+                models.append({"model": m.id, "status": st.label, "methods": list(m.methods),
+                               "training_price": dict(m.training_price), "serving": m.serving})
+                if st.status == "retiring":
+                    retiring.setdefault(st.date.isoformat(), []).append(m.id)
+            if not models:
+                excluded.append({"provider": p.id, "reason": "every model is retired: " + ", ".join(gone)})
+                continue
+        warnings = list(pst.warnings)
+        for date, ids in sorted(retiring.items()):
+            warnings.append(f"{p.id}: {', '.join(ids)} and their fine-tunes shut down {date} "
+                            f"({(_dt.date.fromisoformat(date) - on).days} days after {on})")
+        fixed = None
+        if p.kind == "gpu_rental":
+            prices = [g.price_per_hour for g in p.gpus if g.price_per_hour is not None]
+            fixed = round(min(prices) * costs.HOURS_PER_MONTH, 2) if prices else None
+        entry = {
+            "provider": p.id, "name": p.name, "kind": p.kind, "status": pst.label,
+            "status_date": pst.date.isoformat() if pst.date else None, "warnings": warnings,
+            "self_hosted": p.self_hosted, "on_prem": p.on_prem,
+            "residency": p.residency.model_dump(), "models": models,
+            "retired_models": gone,
+            "gpus": [{"gpu": g.id, "tier": g.tier, "price_per_hour": g.price_per_hour} for g in p.gpus],
+            "min_monthly_serving_cost": fixed,
+            "why": _why(p),
+            "as_of": p.as_of, "source": p.source,
+        }
+        if budget is not None and fixed is not None and fixed > budget:
+            entry["warnings"].append(f"cheapest GPU running 24/7 costs ${fixed:,.2f}/month, over the "
+                                     f"${budget:,.2f} budget (serve on demand, or share the GPU)")
+            entry["over_budget"] = True
+        suggested.append(entry)
+    order = {"available": 0, "retiring": 1}
+    suggested.sort(key=lambda e: (order.get(e["status"].split(" ")[0], 2), e.get("over_budget", False)))
+    return suggested, excluded
+
+
+def _why(p: P.Provider) -> str:
+    if p.kind == "own_hardware":
+        return "data never leaves your premises; train with train_lora.py, serve the adapter yourself"
+    if p.kind == "gpu_rental":
+        return "rent a GPU by the hour, train with train_lora.py; you control the data and the weights"
+    serving = sorted({m.serving for m in p.models})
+    return f"managed training; fine-tuned models served {' / '.join(s.replace('_', '-') for s in serving)}"
+
+
+# ---------------------------------------------------------------------- next steps
+
+def next_steps(rec: str, a: Answers, self_hosted_only: bool) -> list[dict[str, str]]:
+    S = "python3 {baseDir}/scripts/"
+    if rec == "fine_tune":
+        steps = [
+            {"script": "validate_jsonl.py", "why": "check format, token counts, duplicates and train/test leakage"},
+            {"script": "scan_pii.py", "why": "find and mask personal data before it is used for training"},
+            {"script": "prepare_data.py", "why": "normalise, deduplicate and split train/validation/test"},
+            {"script": "estimate_costs.py", "why": "training cost, per-request savings and break-even",
+             "command": S + "estimate_costs.py --train train.jsonl --compare --base-prompt-tokens N "
+                            "--ft-prompt-tokens N --output-tokens N --requests-per-month N"},
+            {"script": "train_lora.py", "why": "train a LoRA adapter (locally or on a rented GPU)"
+                                               + ("" if self_hosted_only else ", or upload to the chosen provider")},
+            {"script": "evaluate.py", "why": "compare base vs fine-tuned on the held-out test set (paired test)"},
+            {"script": "export_adapter.py", "why": "package the adapter for serving (vLLM, Ollama, merged weights)"},
+        ]
+        return steps
+    if rec == "collect_data":
+        return [
+            {"script": "collect_failures.py", "why": "turn logged failures into candidate training examples"},
+            {"script": "validate_jsonl.py", "why": "check the examples as they accumulate"},
+            {"script": "augment_data.py", "why": "expand carefully from real examples (review every synthetic one)"},
+            {"script": "should_finetune.py", "why": f"ask again at {THRESHOLDS['min_examples_fine_tune']}+ examples",
+             "command": S + "should_finetune.py --failure-mode " + (a.failure_mode or "format")
+                        + f" --examples {THRESHOLDS['min_examples_fine_tune']}"},
+        ]
+    if rec == "rag":
+        return [
+            {"script": None, "why": "add retrieval over your documents (vector or keyword search) to the prompt"},
+            {"script": "evaluate.py", "why": "measure answer quality with retrieval on a test set"},
+            {"script": "should_finetune.py", "why": "fine-tune later only for the answers' format/style",
+             "command": S + "should_finetune.py --failure-mode format --examples N"},
+        ]
+    return [
+        {"script": None, "why": "write clear instructions and put your best examples in the prompt (few-shot)"},
+        {"script": "evaluate.py", "why": "measure the prompt on a held-out test set (the baseline to beat)"},
+        {"script": "collect_failures.py", "why": "keep collecting real failures as future training data"},
+        {"script": "estimate_costs.py", "why": "price fine-tuning when volume grows",
+         "command": S + "estimate_costs.py --compare --training-tokens N --examples N --base-prompt-tokens N "
+                        "--output-tokens N --requests-per-month N --base-input-price X --base-output-price Y"},
+    ]
+
+
+# ---------------------------------------------------------------------- the document
+
+def decide(a: Answers, d: P.DataFile, on: _dt.date) -> dict[str, Any]:
+    rec, reasons = recommend(a)
+    suggested, excluded = suggest_providers(d, a.privacy, on, a.budget)
+    warnings: list[str] = []
+    if a.privacy in ("strict", "on_prem"):
+        reasons.append(f"privacy {a.privacy}: only "
+                       + ("your own hardware" if a.privacy == "on_prem" else "self-hosted options (rented or own GPUs)")
+                       + " are suggested")
+    if a.privacy == "strict":
+        warnings.append("RunPod community-cloud hosts are third parties: use secure cloud, or your own GPUs, "
+                        "for sensitive data")
+    if rec == "fine_tune" and a.budget is not None:
+        fitting = [s for s in suggested if not s.get("over_budget")]
+        if not fitting:
+            warnings.append(f"no suggested option fits the ${a.budget:,.2f} budget as far as the data file "
+                            f"knows; price your case with estimate_costs.py")
+    for s in (suggested if rec in ("fine_tune", "collect_data") else []):
+        if s["status"].startswith("retiring") or any(m["status"].startswith("retiring") for m in s["models"]):
+            warnings.extend(w for w in s["warnings"] if w not in warnings)
+    return {
+        "recommendation": rec,
+        "reasons": reasons,
+        "answers": asdict(a),
+        "providers": suggested,
+        "excluded_providers": excluded,
+        "warnings": warnings,
+        "next_steps": next_steps(rec, a, a.privacy != "none"),
+        "thresholds": dict(THRESHOLDS),
+        "judged_on": on.isoformat(),
+        "data_as_of": d.as_of.isoformat(),
+    }
+
+
+def format_report(doc: dict[str, Any]) -> str:
+    from .cli import color
+
+    rec = doc["recommendation"]
+    label = {"fine_tune": "FINE-TUNE", "prompt": "PROMPT (no fine-tuning yet)", "rag": "RAG (retrieval) first",
+             "collect_data": "COLLECT DATA first"}[rec]
+    out = [color(f"Recommendation: {label}", "bold")]
+    out += [f"  - {r}" for r in doc["reasons"]]
+    if rec in ("fine_tune", "collect_data"):
+        out.append("")
+        out.append(f"Where (status judged on {doc['judged_on']}, data file as of {doc['data_as_of']}):")
+        for s in doc["providers"]:
+            models = ", ".join(m["model"] for m in s["models"]) if s["models"] else ", ".join(
+                sorted({g["gpu"] for g in s["gpus"]}))
+            out.append(f"  - {s['provider']} [{s['status']}]: {s['why']} ({models})")
+            if s.get("over_budget"):
+                out.append(f"      {s['warnings'][-1]}")
+        gone = [f"{s['provider']}/{g}" for s in doc["providers"] for g in s["retired_models"]]
+        if gone:
+            out.append("  retired, never recommended: " + ", ".join(gone))
+        if doc["excluded_providers"]:
+            out.append("  not suggested: " + "; ".join(f"{e['provider']} ({e['reason']})"
+                                                     for e in doc["excluded_providers"]))
+    if doc["warnings"]:
+        out.append("")
+        out += [color(f"WARNING: {w}", "yellow") for w in doc["warnings"]]
+    out.append("")
+    out.append("Next steps:")
+    for i, s in enumerate(doc["next_steps"], 1):
+        name = s["script"] or "(no script)"
+        out.append(f"  {i}. {name}: {s['why']}")
+        if s.get("command"):
+            out.append(f"     {s['command']}")
+    return "\n".join(out)

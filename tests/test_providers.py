@@ -1,0 +1,211 @@
+"""The dated providers data file: schema, lifecycle status, lookups, and guides that match it."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import pytest
+import yaml
+
+from finetune_kit import docs_tables
+from finetune_kit import providers as P
+from finetune_kit.errors import UsageError
+
+ROOT = Path(__file__).resolve().parent.parent
+D = dt.date
+
+
+@pytest.fixture(scope="module")
+def data():
+    return P.load(P.DATA_PATH)
+
+
+def _raw():
+    return yaml.safe_load(P.DATA_PATH.read_text(encoding="utf-8"))
+
+
+# ---------------------------------------------------------------------- schema
+
+def test_every_entry_is_dated_and_sourced():
+    raw = _raw()
+    entries = list(raw["gpu_specs"].values()) + [raw["throughput_reference"]]
+    for p in raw["providers"]:
+        entries.append(p)
+        entries += p.get("models", []) + p.get("gpus", [])
+    assert len(entries) > 30
+    for e in entries:
+        assert e.get("as_of") is not None and str(e["as_of"]).strip(), e
+        assert isinstance(e.get("source"), str) and len(e["source"]) >= 3, e
+        assert P.AS_OF_RE.match(str(e["as_of"])), e["as_of"]
+
+
+def test_statuses_are_valid_and_every_null_price_is_explained(data):
+    for p in data.providers:
+        assert P.provider_status(p, data.as_of).status in ("available", "retiring", "retired")
+        for m in p.models:
+            st = P.status_of(p, m, data.as_of)
+            assert st.status in ("available", "retiring", "retired")
+            nulls = [f for f in P.PRICE_FIELDS if getattr(m, f) is None]
+            nulls += [k for k, v in m.training_price.items() if v is None]
+            if nulls:
+                assert m.price_note, (p.id, m.id, nulls)
+
+
+def test_covers_the_required_providers_and_facts(data):
+    ids = {p.id for p in data.providers}
+    assert {"openai", "google-vertex", "aws-bedrock", "together", "fireworks", "runpod", "lambda"} <= ids
+    oa = data.provider("openai")
+    mini = data.offering(oa, "gpt-4.1-mini")
+    assert (mini.training_price["sft"], mini.base_input_price, mini.base_output_price,
+            mini.ft_input_price, mini.ft_output_price) == (5.00, 0.40, 1.60, 0.80, 3.20)
+    assert mini.retires == D(2027, 1, 14) and oa.training_ends == D(2027, 1, 6)
+    assert data.offering(oa, "gpt-4.1-nano").retires == D(2026, 10, 23)
+    assert data.offering(data.provider("bedrock"), "claude-3-haiku").retires == D(2026, 9, 10)
+    flash = data.offering(data.provider("vertex"), "gemini-2.5-flash")
+    assert flash.training_price["sft"] == 5.00 and flash.limits.max_tokens_per_example == 131072
+    assert flash.limits.max_examples == 1_000_000 and flash.limits.max_file_gb == 1
+    llama = data.offering(data.provider("aws-bedrock"), "llama-3.1-8b")
+    assert llama.serving == "provisioned" and llama.training_price["sft"] is None and llama.price_note
+    gpus = {(p.id, g.id, g.tier): g.price_per_hour for p, g, _ in P.gpu_offers(data)}
+    assert gpus[("runpod", "a100-80gb", "community")] == 1.39
+    assert gpus[("runpod", "h100-sxm", "community")] == 2.69
+    assert gpus[("runpod", "rtx-4090", "community")] == 0.34
+    assert gpus[("runpod", "rtx-4090", "secure")] == 0.74
+    assert gpus[("lambda", "h100-sxm", "on-demand")] == 4.29
+    assert gpus[("lambda", "a100-40gb", "on-demand")] == 1.99
+
+
+def _write(tmp_path, raw) -> Path:
+    p = tmp_path / "providers.yaml"
+    p.write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
+    return p
+
+
+def test_schema_rejects_undated_unsourced_or_unexplained_entries(tmp_path):
+    raw = _raw()
+    del raw["providers"][0]["models"][0]["as_of"]
+    with pytest.raises(UsageError, match="as_of"):
+        P.load(_write(tmp_path, raw))
+    raw = _raw()
+    raw["providers"][0]["models"][1]["source"] = ""
+    with pytest.raises(UsageError, match="source"):
+        P.load(_write(tmp_path, raw))
+    raw = _raw()
+    m = raw["providers"][0]["models"][0]
+    m["ft_input_price"] = None
+    m.pop("price_note", None)
+    with pytest.raises(UsageError, match="price_note"):
+        P.load(_write(tmp_path, raw))
+    raw = _raw()
+    raw["providers"][-1]["gpus"][0]["id"] = "tpu-v9"
+    with pytest.raises(UsageError, match="gpu_specs"):
+        P.load(_write(tmp_path, raw))
+    (tmp_path / "bad.yaml").write_text("providers: [unclosed", encoding="utf-8")
+    with pytest.raises(UsageError, match="not valid YAML"):
+        P.load(tmp_path / "bad.yaml")
+
+
+# ---------------------------------------------------------------------- status
+
+@pytest.mark.parametrize("on, model, status, date, can_train", [
+    (D(2026, 11, 23), "gpt-4.1-mini", "retiring", "2027-01-14", True),
+    (D(2027, 1, 5), "gpt-4o-mini", "retiring", "2027-01-14", True),
+    (D(2027, 1, 6), "gpt-4.1", "retired", "2027-01-06", False),     # training closed
+    (D(2027, 1, 14), "gpt-4.1-mini", "retired", "2027-01-14", False),
+    (D(2026, 10, 22), "gpt-4.1-nano", "retiring", "2026-10-23", True),
+    (D(2026, 10, 23), "gpt-4.1-nano", "retired", "2026-10-23", False),
+    (D(2026, 11, 23), "o4-mini", "retired", "2026-10-23", False),
+])
+def test_openai_lifecycle(data, on, model, status, date, can_train):
+    p = data.provider("openai")
+    st = P.status_of(p, data.offering(p, model), on)
+    assert (st.status, st.date.isoformat(), st.can_train) == (status, date, can_train)
+    assert st.label == f"{status} ({date})"
+    assert st.warnings and date in st.warnings[0]
+
+
+def test_past_restrictions_become_dated_warnings(data):
+    p = data.provider("openai")
+    st = P.status_of(p, data.offering(p, "gpt-4.1-mini"), D(2026, 11, 23))
+    text = " ".join(st.warnings)
+    assert "since 2026-05-07" in text and "since 2026-07-02" in text and "2027-01-06" in text
+    early = P.status_of(p, data.offering(p, "gpt-4.1-mini"), D(2026, 4, 1))
+    assert "from 2026-05-07" in " ".join(early.warnings)
+
+
+def test_bedrock_claude_haiku_retired_and_others_available(data):
+    b = data.provider("aws-bedrock")
+    assert P.status_of(b, data.offering(b, "claude-3-haiku"), D(2026, 9, 9)).status == "retiring"
+    assert P.status_of(b, data.offering(b, "claude-3-haiku"), D(2026, 9, 10)).status == "retired"
+    assert P.status_of(b, data.offering(b, "nova-lite"), D(2026, 11, 23)).status == "available"
+    assert P.provider_status(b, D(2026, 11, 23)).status == "available"
+    assert P.provider_status(data.provider("openai"), D(2026, 11, 23)).label == "retiring (2027-01-06)"
+
+
+# ---------------------------------------------------------------------- lookups
+
+def test_lookups_aliases_tiers_and_errors(data):
+    assert data.provider("Vertex").id == "google-vertex"
+    t = data.provider("together")
+    assert data.offering(t, params_b=8).id == "lora-up-to-16b"
+    assert data.offering(t, params_b=70).id == "lora-70b-100b"
+    assert data.offering(t, "llama-3.1-70b").id == "lora-70b-100b"   # size read from the name
+    assert data.offering(data.provider("fireworks"), params_b=16).id == "up-to-16b"
+    assert data.offering(data.provider("fireworks"), params_b=16.05).id == "16b-80b"   # above 16B
+    assert data.offering(t, params_b=16.5).id == "lora-17b-69b"                        # gap: next tier up
+    with pytest.raises(UsageError, match="no price tier"):
+        data.offering(t, params_b=405)
+    with pytest.raises(UsageError, match="unknown provider"):
+        data.provider("nosuch")
+    with pytest.raises(UsageError, match="several models"):
+        data.offering(data.provider("openai"))
+    with pytest.raises(UsageError, match="unknown model"):
+        data.offering(data.provider("openai"), "gpt-5")
+
+
+# ---------------------------------------------------------------------- guides
+
+def test_guides_match_the_data_file():
+    """providers.md/costs.md tables and worked examples equal what the generator produces now."""
+    d = P.load(P.DATA_PATH)
+    for g in docs_tables.GUIDES:
+        text = (ROOT / g).read_text(encoding="utf-8")
+        assert docs_tables.GEN_RE.search(text), f"{g} has no generated table"
+        assert docs_tables.render(text, d) == text, (
+            f"{g} is out of date: run python3 scripts/finetune_kit/docs_tables.py --write")
+    assert "BEGIN EXAMPLE: worked" in (ROOT / "costs.md").read_text(encoding="utf-8")
+
+
+def test_generated_tables_contain_the_file_numbers():
+    text = (ROOT / "costs.md").read_text(encoding="utf-8")
+    assert "| openai | `gpt-4.1-mini` | 0.40 / 1.60 | 0.80 / 3.20 | 2.0x / 2.0x |" in text
+    prov = (ROOT / "providers.md").read_text(encoding="utf-8")
+    assert "| 2027-01-06 | openai | no new fine-tuning jobs for anyone |" in prov
+    assert "**retired (2026-09-10)**" in prov
+
+
+def test_numbers_quoted_in_the_guides_are_in_the_data_file():
+    for g in docs_tables.GUIDES:
+        text = (ROOT / g).read_text(encoding="utf-8")
+        assert docs_tables.quote_problems(text) == [], g
+    # the check can fail: a made-up price or date in prose is caught, also next to real ones
+    probe = "gpt-4.1-mini fine-tuned 0.80/3.20 vs base 0.40/1.60, but 0.45 and 2031-02-30 are invented."
+    problems = docs_tables.quote_problems(probe)
+    assert problems == ["price 0.45 is not in providers.yaml", "date 2031-02-30 is not in providers.yaml"]
+
+
+def test_stale_guide_is_detected(tmp_path):
+    text = (ROOT / "providers.md").read_text(encoding="utf-8").replace("| 2027-01-14 |", "| 2027-02-14 |", 1)
+    d = P.load(P.DATA_PATH)
+    assert docs_tables.render(text, d, examples=False) != text
+
+
+def test_generator_cli_check(tmp_path):
+    import subprocess
+    import sys
+
+    cp = subprocess.run([sys.executable, str(ROOT / "scripts" / "finetune_kit" / "docs_tables.py"), "--check",
+                         "--no-examples"], capture_output=True, text=True)
+    assert cp.returncode == 0, cp.stderr
+    assert "match" in cp.stdout
