@@ -1,0 +1,532 @@
+"""Read a training log and say what the loss curve means (used by ``scripts/diagnose_training.py``).
+
+Inputs (auto-detected): our ``training_log.jsonl`` (one row per logging step:
+step, epoch, loss, eval_loss, lr, grad_norm, tokens_per_s), a Hugging Face
+``trainer_state.json`` (its ``log_history``), an OpenAI-style fine-tuning results CSV
+(step, train_loss, valid_loss, full_valid_loss, train_accuracy, ...), or a directory
+holding one of them (an adapter/output dir, or a checkpoint dir).
+
+Finding codes (stable; thresholds below are the documented defaults, evaluation.md):
+- ``divergence`` (error): NaN/inf in loss, eval loss or grad norm; or the smoothed training
+  loss ends > 2x its minimum and above where it started. Grad-norm spikes (> 10x the median)
+  without a loss blow-up are reported as a ``divergence`` warning.
+- ``zero_loss`` (error): a training loss of exactly 0, or < 0.01 within the first 20 % of
+  the logged steps (labels all masked, or duplicated/trivial data); (warning) when the loss
+  goes below 0.01 later (memorisation).
+- ``overfitting`` (warning): eval loss (its last value and the mean of the last <= 3 points
+  after the minimum) rose >= 5 % above its minimum while the training loss
+  kept falling (>= 5 %); evidence includes the eval/train ratio and its band
+  (< 1.2 fine, 1.2-2 widening gap, > 2 memorising).
+- ``lr_too_high`` (warning): >= 2 spikes where the loss is > 2x the median of the preceding
+  points and stays > 1.5x for 2 of 3 steps (one noisy batch is not a spike), or, in the
+  second half, a median relative deviation from the local median > 15 % while the loss fell
+  < 25 % overall (bouncing without progress).
+- ``underfitting`` (warning): the smoothed loss fell < 10 % from the first to the last tenth
+  of the run and is still >= 0.5 (flat and high).
+- ``healthy`` (info): none of the above.
+
+``best_step``: the step with the lowest eval loss; without eval loss, the last logged step
+(before the divergence onset when there is one).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from . import jsonl
+from .errors import UsageError
+
+CODES = ("overfitting", "divergence", "zero_loss", "underfitting", "lr_too_high", "healthy")
+BLOCKING = {"error"}
+KEYS = ("step", "epoch", "loss", "eval_loss", "lr", "grad_norm", "tokens_per_s")
+
+# thresholds (documented in evaluation.md)
+ZERO_LOSS = 0.01
+EARLY_FRACTION = 0.2
+OVERFIT_RISE = 0.05
+OVERFIT_TRAIN_FALL = 0.05
+DIVERGE_FACTOR = 2.0
+GRAD_SPIKE_FACTOR = 10.0
+SPIKE_FACTOR = 2.0
+OSC_NOISE = 0.15
+OSC_MAX_DROP = 0.25
+UNDERFIT_DROP = 0.10
+UNDERFIT_LEVEL = 0.5
+
+
+@dataclass
+class CurveFinding:
+    code: str
+    severity: str          # "error" | "warning" | "info"
+    step: int | None
+    message: str
+    fix: str
+    evidence: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# ---------------------------------------------------------------- reading logs
+
+def _num(v: Any) -> float | None:
+    if v is None or isinstance(v, bool):
+        return None
+    if isinstance(v, (int, float)):
+        return float(v)
+    if isinstance(v, str):
+        s = v.strip()
+        if not s:
+            return None
+        try:
+            return float(s)  # accepts nan / inf
+        except ValueError:
+            return None
+    return None
+
+
+def _row(step: Any, **kw) -> dict[str, Any]:
+    s = _num(step)
+    if s is None or not math.isfinite(s):
+        raise ValueError(f"step {step!r} is not a number")
+    r = {k: None for k in KEYS}
+    r["step"] = int(s)
+    for k, v in kw.items():
+        if k in r:
+            r[k] = _num(v)
+    return r
+
+
+def _merge(rows: Iterable[dict]) -> list[dict]:
+    """Merge rows by step (train and eval entries of one step become one row)."""
+    by: dict[int, dict] = {}
+    for r in rows:
+        cur = by.setdefault(r["step"], {k: None for k in KEYS} | {"step": r["step"]})
+        for k in KEYS[1:]:
+            if r.get(k) is not None:
+                cur[k] = r[k]
+    return [by[s] for s in sorted(by)]
+
+
+def _from_log_history(hist: Any, src: str) -> list[dict]:
+    if not isinstance(hist, list):
+        raise UsageError(f"{src}: 'log_history' is not a list")
+    rows = []
+    for i, e in enumerate(hist):
+        if not isinstance(e, dict) or "step" not in e:
+            continue
+        if "train_runtime" in e:  # the end-of-training summary (its train_loss is an average)
+            continue
+        try:
+            rows.append(_row(e["step"], epoch=e.get("epoch"), loss=e.get("loss"),
+                             eval_loss=e.get("eval_loss"), lr=e.get("learning_rate"),
+                             grad_norm=e.get("grad_norm"),
+                             tokens_per_s=e.get("train_tokens_per_second")))
+        except ValueError as exc:
+            raise UsageError(f"{src}: log_history[{i}]: {exc}") from exc
+    return _merge(rows)
+
+
+def _from_jsonl(path: Path) -> list[dict]:
+    rows = []
+    for ln, obj in jsonl.read_jsonl_objects(path):
+        if not isinstance(obj, dict) or "step" not in obj:
+            raise UsageError(f"{path}:{ln}: expected an object with 'step' (training_log.jsonl format)")
+        try:
+            rows.append(_row(obj["step"], epoch=obj.get("epoch"), loss=obj.get("loss", obj.get("train_loss")),
+                             eval_loss=obj.get("eval_loss", obj.get("valid_loss")),
+                             lr=obj.get("lr", obj.get("learning_rate")), grad_norm=obj.get("grad_norm"),
+                             tokens_per_s=obj.get("tokens_per_s")))
+        except ValueError as exc:
+            raise UsageError(f"{path}:{ln}: {exc}") from exc
+    return _merge(rows)
+
+
+def _from_csv(path: Path) -> list[dict]:
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            reader = csv.DictReader(fh)
+            cols = [c.strip() for c in (reader.fieldnames or [])]
+            if "step" not in cols or not ({"train_loss", "loss"} & set(cols)):
+                raise UsageError(f"{path}: not a results CSV (needs columns step and train_loss; "
+                                 f"found {', '.join(cols[:8]) or 'none'})")
+            rows = []
+            for i, rec in enumerate(reader, start=2):
+                rec = {(k or "").strip(): v for k, v in rec.items()}
+                ev = _num(rec.get("full_valid_loss"))
+                if ev is None:
+                    ev = _num(rec.get("valid_loss"))
+                try:
+                    rows.append(_row(rec.get("step"), epoch=rec.get("epoch"),
+                                     loss=rec.get("train_loss", rec.get("loss")), eval_loss=ev,
+                                     lr=rec.get("learning_rate", rec.get("lr")),
+                                     grad_norm=rec.get("grad_norm")))
+                except ValueError as exc:
+                    raise UsageError(f"{path}:{i}: {exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"{path}: not UTF-8 text ({exc.reason})") from exc
+    except csv.Error as exc:
+        raise UsageError(f"{path}: unreadable CSV ({exc})") from exc
+    return _merge(rows)
+
+
+def find_log(path: str | os.PathLike) -> Path:
+    """The log file for ``path`` (a file, or a run/adapter/checkpoint directory)."""
+    p = Path(path)
+    if not p.exists():
+        raise UsageError(f"input not found: {p}")
+    if p.is_file():
+        return p
+    for name in ("training_log.jsonl", "trainer_state.json"):
+        if (p / name).is_file():
+            return p / name
+    ckpts = sorted(p.glob("checkpoint-*/trainer_state.json"),
+                   key=lambda q: int(q.parent.name.split("-")[-1]) if q.parent.name.split("-")[-1].isdigit() else -1)
+    if ckpts:
+        return ckpts[-1]
+    raise UsageError(f"{p} holds no training_log.jsonl, trainer_state.json or checkpoint-*/trainer_state.json")
+
+
+def read_log(path: str | os.PathLike) -> tuple[list[dict], str]:
+    """Rows in the training_log.jsonl shape, and the detected format name."""
+    p = find_log(path)
+    jsonl.check_readable(p)
+    head = p.read_bytes()[:4096].lstrip()
+    if p.suffix.lower() == ".csv":
+        rows, fmt = _from_csv(p), "openai_csv"
+    elif p.suffix.lower() == ".jsonl":
+        rows, fmt = _from_jsonl(p), "training_log_jsonl"
+    elif head.startswith(b"{") or head.startswith(b"["):
+        try:
+            obj = json.loads(p.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError):
+            # not one JSON document: maybe JSONL with another suffix
+            rows, fmt = _from_jsonl(p), "training_log_jsonl"
+        else:
+            if isinstance(obj, dict) and "log_history" in obj:
+                rows, fmt = _from_log_history(obj["log_history"], str(p)), "trainer_state"
+            elif isinstance(obj, list):
+                rows, fmt = _from_log_history(obj, str(p)), "log_history"
+            elif isinstance(obj, dict) and "step" in obj:
+                rows, fmt = _from_jsonl(p), "training_log_jsonl"
+            else:
+                raise UsageError(f"{p}: JSON without 'log_history' (expected a trainer_state.json)")
+    elif b"step" in head.split(b"\n", 1)[0]:
+        rows, fmt = _from_csv(p), "openai_csv"
+    else:
+        raise UsageError(f"{p}: unrecognised log format (give training_log.jsonl, trainer_state.json "
+                         f"or an OpenAI results CSV)")
+    if not any(r["loss"] is not None or r["eval_loss"] is not None for r in rows):
+        raise UsageError(f"{p}: no loss values found")
+    return rows, fmt
+
+
+# ---------------------------------------------------------------- analysis helpers
+
+def _series(rows: Sequence[dict], key: str) -> tuple[np.ndarray, np.ndarray]:
+    pts = [(r["step"], r[key]) for r in rows if r.get(key) is not None]
+    if not pts:
+        return np.zeros(0, dtype=int), np.zeros(0)
+    a = np.asarray(pts, dtype=float)
+    return a[:, 0].astype(int), a[:, 1]
+
+
+def rolling_median(y: np.ndarray, k: int) -> np.ndarray:
+    """Centered rolling median (window shrinks at the edges)."""
+    n = len(y)
+    h = k // 2
+    return np.array([np.median(y[max(0, i - h): min(n, i + h + 1)]) for i in range(n)])
+
+
+def _window(n: int) -> int:
+    return max(1, n // 10)
+
+
+def _fmt(x: float | None) -> str:
+    return "-" if x is None else f"{x:.4g}"
+
+
+# ---------------------------------------------------------------- detectors
+
+def analyse(rows: Sequence[dict]) -> dict[str, Any]:
+    """Findings and best step for log rows (training_log.jsonl shape)."""
+    steps, loss = _series(rows, "loss")
+    esteps, eloss = _series(rows, "eval_loss")
+    gsteps, gnorm = _series(rows, "grad_norm")
+    lsteps, lrs = _series(rows, "lr")
+    findings: list[CurveFinding] = []
+
+    # -- divergence: non-finite values
+    bad = []
+    for prio, (name, st, ys) in enumerate((("loss", steps, loss), ("eval_loss", esteps, eloss),
+                                           ("grad_norm", gsteps, gnorm))):
+        nf = np.where(~np.isfinite(ys))[0]
+        if len(nf):
+            bad.append((int(st[nf[0]]), prio, name, float(ys[nf[0]])))
+    onset: int | None = None
+    if bad:
+        s, _prio, name, v = min(bad)
+        onset = s
+        findings.append(CurveFinding(
+            "divergence", "error", s, f"{name} became {v} at step {s}: training diverged",
+            "restart from the last good checkpoint with a 2-10x lower learning rate, warmup "
+            "(warmup_ratio 0.03-0.1) and gradient clipping (max_grad_norm 1.0); in fp16 switch to bf16 "
+            "or fp32; check the data for empty or extremely long examples",
+            {"first_non_finite": {"step": s, "series": name, "value": str(v)}}))
+
+    fin = np.isfinite(loss)
+    fsteps, floss = steps[fin], loss[fin]
+    n = len(floss)
+    k = max(3, (n // 20) | 1)
+    smooth = rolling_median(floss, k) if n else floss
+    w = _window(n) if n else 0
+    first = float(np.median(floss[:w])) if n else None
+    last = float(np.median(floss[-w:])) if n else None
+    drop = (first - last) / first if n and first and first > 0 else None
+
+    # -- divergence: loss explosion
+    if n >= 5:
+        imin = int(np.argmin(smooth))
+        mn = float(smooth[imin])
+        if mn > 0 and last > DIVERGE_FACTOR * mn and last > first:
+            after = np.where(smooth[imin:] > 1.5 * mn)[0]
+            blow = int(fsteps[imin + after[0]]) if len(after) else int(fsteps[-1])
+            onset = blow if onset is None else min(onset, blow)
+            findings.append(CurveFinding(
+                "divergence", "error", blow,
+                f"training loss exploded: smoothed loss {_fmt(mn)} at step {int(fsteps[imin])} rose to "
+                f"{_fmt(last)} by the end (> {DIVERGE_FACTOR:g}x its minimum)",
+                "keep the checkpoint before the blow-up; restart with a 2-10x lower learning rate, "
+                "warmup and max_grad_norm 1.0",
+                {"min_smoothed_loss": mn, "min_step": int(fsteps[imin]), "final_loss": last,
+                 "first_loss": first}))
+    # -- divergence warning: grad-norm spikes without a loss blow-up
+    gfin = gnorm[np.isfinite(gnorm)] if len(gnorm) else gnorm
+    if len(gfin) >= 5 and not any(f.code == "divergence" for f in findings):
+        med = float(np.median(gfin))
+        spikes = [(int(s), float(g)) for s, g in zip(gsteps, gnorm)
+                  if math.isfinite(g) and med > 0 and g > GRAD_SPIKE_FACTOR * med]
+        if spikes:
+            findings.append(CurveFinding(
+                "divergence", "warning", spikes[0][0],
+                f"{len(spikes)} gradient-norm spike(s) over {GRAD_SPIKE_FACTOR:g}x the median "
+                f"({_fmt(med)}), first at step {spikes[0][0]} (grad_norm {_fmt(spikes[0][1])}): an early "
+                f"sign of divergence",
+                "set max_grad_norm 1.0 (gradient clipping), lower the learning rate or lengthen warmup; "
+                "look for outlier examples in the batches around that step",
+                {"median_grad_norm": med, "spikes": spikes[:10]}))
+
+    # -- zero_loss
+    if n:
+        early_cut = fsteps[0] + EARLY_FRACTION * max(1, fsteps[-1] - fsteps[0])
+        exact = np.where(floss == 0.0)[0]
+        early = np.where((floss < ZERO_LOSS) & (fsteps <= early_cut))[0]
+        late = np.where(floss < ZERO_LOSS)[0]
+        if len(exact) or len(early):
+            i = int(early[0]) if len(early) else int(exact[0])
+            findings.append(CurveFinding(
+                "zero_loss", "error", int(fsteps[i]),
+                f"training loss {_fmt(float(floss[i]))} at step {int(fsteps[i])}"
+                + (f" within the first {int(EARLY_FRACTION * 100)}% of training" if len(early) else "")
+                + (f" and exactly 0 from step {int(fsteps[exact[0]])}" if len(exact) else ""),
+                "check the label mask: if every label is -100 (prompt-only masking with a truncated "
+                "answer, or a template without assistant markers) the loss is 0; check for duplicated or "
+                "trivial examples (validate_jsonl.py reports duplicates) and for test/train leakage",
+                {"loss": float(floss[i]), "step": int(fsteps[i]), "threshold": ZERO_LOSS}))
+        elif len(late):
+            i = int(late[0])
+            findings.append(CurveFinding(
+                "zero_loss", "warning", int(fsteps[i]),
+                f"training loss fell below {ZERO_LOSS} at step {int(fsteps[i])}: the model is memorising "
+                f"the training set",
+                "use fewer epochs or the checkpoint at best_step; add data or dropout; compare eval loss "
+                "and run evaluate.py before trusting this adapter",
+                {"loss": float(floss[i]), "step": int(fsteps[i]), "threshold": ZERO_LOSS}))
+
+    # -- overfitting
+    efin = np.isfinite(eloss)
+    es, ev = esteps[efin], eloss[efin]
+    if len(ev) >= 3:
+        j = int(np.argmin(ev))
+        emin, elast = float(ev[j]), float(ev[-1])
+        tail = ev[j + 1:][-3:]  # the (up to 3) last eval points after the minimum: robust to one noisy point
+        rise = (float(np.mean(tail)) - emin) / emin if emin > 0 and len(tail) else 0.0
+        at = fsteps <= es[j]
+        train_at = float(np.median(floss[at][-max(1, w):])) if at.any() else None
+        after = fsteps > es[j]
+        train_after = float(np.median(floss[after][-max(1, w):])) if after.any() else None
+        train_fell = (train_at is not None and train_after is not None and train_at > 0
+                      and (train_at - train_after) / train_at >= OVERFIT_TRAIN_FALL)
+        if j < len(ev) - 1 and rise >= OVERFIT_RISE and elast >= emin * (1 + OVERFIT_RISE) and train_fell:
+            ratio = elast / last if last else None
+            band = None if ratio is None else ("fine" if ratio < 1.2 else "widening gap" if ratio <= 2
+                                               else "memorising")
+            findings.append(CurveFinding(
+                "overfitting", "warning", int(es[j]),
+                f"eval loss rose {rise * 100:.0f}% (mean of the last eval points) from its minimum {_fmt(emin)} at step {int(es[j])} to "
+                f"{_fmt(elast)} while training loss fell from {_fmt(train_at)} to {_fmt(train_after)}"
+                + (f"; eval/train ratio {ratio:.2f} ({band})" if ratio else ""),
+                f"keep the checkpoint at step {int(es[j])} (best_step); next time train fewer epochs "
+                "(stop near that step), or add data, lower the learning rate or LoRA rank, or raise "
+                "lora_dropout; use load_best_model_at_end with eval_steps",
+                {"min_eval_loss": emin, "min_eval_step": int(es[j]), "final_eval_loss": elast,
+                 "eval_rise": rise, "train_loss_at_min": train_at, "final_train_loss": train_after,
+                 "eval_train_ratio": ratio, "ratio_band": band}))
+
+    # -- lr_too_high: spikes or oscillation without progress
+    osc = False
+    if n >= 10 and not any(f.code == "divergence" and f.severity == "error" for f in findings):
+        kk = max(5, (n // 10) | 1)
+        local = rolling_median(floss, kk)
+        with np.errstate(divide="ignore", invalid="ignore"):  # near-zero levels: relative noise is meaningless
+            rel = np.where(local > ZERO_LOSS, floss / local - 1.0, 0.0)
+        # a spike: loss > SPIKE_FACTOR x the median of the points BEFORE it (a fast initial drop is
+        # never a spike; a centered median would call it one) that does not vanish at once (the
+        # median of it and the next 2 points stays > 1.5x): one noisy batch is not a spike.
+        # Consecutive spike points count as one event.
+        spikes_l: list[int] = []
+        for i in range(kk, n):
+            pre = float(np.median(floss[i - kk:i]))
+            if (floss[i] > ZERO_LOSS and floss[i] > SPIKE_FACTOR * pre
+                    and float(np.median(floss[i:i + 3])) > 1.5 * pre
+                    and not (spikes_l and i - spikes_l[-1] <= 3)):
+                spikes_l.append(i)
+        spikes = np.array(spikes_l, dtype=int)
+        half = rel[n // 2:]
+        noise = float(np.median(np.abs(half))) if len(half) else 0.0
+        lr_max = float(np.nanmax(lrs)) if len(lrs) else None
+        ev_common = {"spikes": int(len(spikes)), "second_half_noise": noise, "loss_drop": drop,
+                     "max_lr": lr_max}
+        if len(spikes) >= 2:
+            osc = True
+            findings.append(CurveFinding(
+                "lr_too_high", "warning", int(fsteps[spikes[0]]),
+                f"{len(spikes)} loss spikes over {SPIKE_FACTOR:g}x the median of the preceding steps, first at step "
+                f"{int(fsteps[spikes[0]])}" + (f" (max lr {lr_max:.2g})" if lr_max else ""),
+                "lower the learning rate 2-5x (LoRA typically 1e-4 to 2e-4), lengthen warmup "
+                "(warmup_ratio 0.05-0.1), clip gradients (max_grad_norm 1.0), or raise the effective batch "
+                "size with gradient_accumulation_steps",
+                ev_common))
+        elif noise > OSC_NOISE and (drop is None or drop < OSC_MAX_DROP):
+            osc = True
+            findings.append(CurveFinding(
+                "lr_too_high", "warning", int(fsteps[n // 2]),
+                f"loss oscillates ±{noise * 100:.0f}% around its local median in the second half and fell "
+                f"only {0 if drop is None else drop * 100:.0f}% overall"
+                + (f" (max lr {lr_max:.2g})" if lr_max else ""),
+                "lower the learning rate 2-5x, use a cosine or linear decay schedule with warmup, raise "
+                "the effective batch size (gradient_accumulation_steps)",
+                ev_common))
+
+    # -- underfitting
+    if n >= 5 and not osc and onset is None and drop is not None:
+        if drop < UNDERFIT_DROP and last >= UNDERFIT_LEVEL:
+            lr_max = float(np.nanmax(lrs)) if len(lrs) else None
+            findings.append(CurveFinding(
+                "underfitting", "warning", int(fsteps[-1]),
+                f"training loss is flat and high: {_fmt(first)} at the start, {_fmt(last)} at the end "
+                f"({drop * 100:.0f}% lower)" + (f"; max lr {lr_max:.2g}" if lr_max else ""),
+                "raise the learning rate (LoRA: 1e-4 to 2e-4; 2-10x if it was lower), train more steps or "
+                "epochs, raise the LoRA rank or target all linear layers; check that labels are not mostly "
+                "masked (validate_jsonl.py trainable_tokens) and that the data has a learnable pattern",
+                {"first_loss": first, "final_loss": last, "loss_drop": drop, "max_lr": lr_max}))
+
+    # -- best step
+    if len(ev):
+        best = int(es[int(np.argmin(ev))])
+        best_reason = "lowest eval loss"
+    elif n:
+        if onset is not None:
+            before = fsteps[fsteps < onset]
+            best = int(before[-1]) if len(before) else int(fsteps[0])
+            best_reason = "last logged step before the divergence (no eval loss logged)"
+        else:
+            best = int(fsteps[-1])
+            best_reason = "last step (no eval loss logged; add a validation set to pick checkpoints)"
+    else:
+        best, best_reason = None, "no finite loss values"
+
+    if not any(f.severity in ("warning", "error") for f in findings):
+        ratio = (float(ev[-1]) / last) if len(ev) and last else None
+        findings.append(CurveFinding(
+            "healthy", "info", best,
+            f"loss fell {0 if drop is None else drop * 100:.0f}% ({_fmt(first)} → {_fmt(last)})"
+            + (f"; final eval loss {_fmt(float(ev[-1]))}, eval/train ratio {ratio:.2f}" if ratio else
+               "; no eval loss logged" if not len(ev) else ""),
+            "nothing to fix in the curve; judge the adapter with evaluate.py against its base on a held-out "
+            "test set",
+            {"first_loss": first, "final_loss": last, "loss_drop": drop,
+             "final_eval_loss": float(ev[-1]) if len(ev) else None, "eval_train_ratio": ratio}))
+
+    order = {"error": 0, "warning": 1, "info": 2}
+    findings.sort(key=lambda f: (order[f.severity], f.step if f.step is not None else -1))
+    summary = {"steps_logged": len(rows), "train_points": int(len(loss)), "eval_points": int(len(eloss)),
+               "first_step": int(steps[0]) if len(steps) else None,
+               "last_step": int(steps[-1]) if len(steps) else None,
+               "first_loss": first, "final_loss": last, "loss_drop": drop,
+               "min_eval_loss": float(np.min(ev)) if len(ev) else None,
+               "final_eval_loss": float(ev[-1]) if len(ev) else None}
+    return {"findings": [f.to_dict() for f in findings], "best_step": best, "best_step_reason": best_reason,
+            "summary": summary}
+
+
+def exit_code(findings: Sequence[dict]) -> int:
+    """1 when a finding is blocking (severity error: divergence, early/exact zero loss), else 0."""
+    return 1 if any(f["severity"] in BLOCKING for f in findings) else 0
+
+
+# ---------------------------------------------------------------- synthetic curves (docs, tests, demo)
+
+def synthetic_log(kind: str, steps: int = 200, seed: int = 0, eval_every: int = 20) -> list[dict]:
+    """A made-up training log showing one pattern (``CODES``); rows in training_log.jsonl shape."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(1, steps + 1, dtype=float)
+    lr = np.where(t < steps * 0.05, 2e-4 * t / (steps * 0.05), 2e-4 * (1 - (t - steps * 0.05) / steps))
+    grad = 1.0 + 0.1 * rng.standard_normal(steps)
+    ev = None
+    if kind == "healthy":
+        clean = 0.7 + 1.6 * np.exp(-t / (steps / 4))
+        loss = clean * (1 + 0.03 * rng.standard_normal(steps))
+        ev = lambda s: (0.75 + 1.6 * np.exp(-s / (steps / 4))) * (1 + 0.01 * rng.standard_normal())  # noqa: E731
+    elif kind == "overfitting":
+        loss = (0.08 + 2.0 * np.exp(-t / (steps / 5))) * (1 + 0.03 * rng.standard_normal(steps))
+        ev = lambda s: 0.9 + 1.3 * np.exp(-s / (steps / 6)) + 0.6 * max(0.0, s / steps - 0.35)  # noqa: E731
+    elif kind == "divergence":
+        base = 0.9 + 1.4 * np.exp(-t / (steps / 6))
+        blow = np.where(t > steps * 0.6, np.exp((t - steps * 0.6) / (steps / 16)) - 1, 0.0)
+        loss = (base + blow) * (1 + 0.03 * rng.standard_normal(steps))
+        grad = grad + np.where(t > steps * 0.6, 3 * blow, 0.0)
+        loss[-3:] = np.nan  # ends in NaN, as real runs do
+        grad[-3:] = np.nan
+        lr = np.full(steps, 3e-3)
+        ev = None
+    elif kind == "zero_loss":
+        loss = np.maximum(0.0, 2.2 * np.exp(-t / 3.0) - 0.001)
+        ev = lambda s: 2.5 + 0.01 * rng.standard_normal()  # noqa: E731
+    elif kind == "underfitting":
+        loss = (2.4 - 0.1 * t / steps) * (1 + 0.02 * rng.standard_normal(steps))
+        lr = np.full(steps, 1e-6)
+        ev = lambda s: 2.45 - 0.1 * s / steps  # noqa: E731
+    elif kind == "lr_too_high":
+        level = 1.3 + 0.3 * np.exp(-t / (steps / 5))
+        loss = level * (1 + 0.3 * np.sign(np.sin(t * 1.7)) * rng.uniform(0.5, 1.0, steps))
+        for s in (int(steps * 0.4), int(steps * 0.7)):  # knocked out, recovers over a few steps
+            loss[s:s + 5] = level[s:s + 5] * np.array([2.8, 2.4, 2.0, 1.6, 1.3])
+        lr = np.full(steps, 2e-3)
+        ev = lambda s: 1.45 + 0.3 * np.exp(-s / (steps / 5)) + 0.015 * rng.standard_normal()  # noqa: E731
+    else:
+        raise ValueError(f"unknown kind {kind!r}; choose from {', '.join(CODES)}")
+    rows = []
+    for i, s in enumerate(t.astype(int)):
+        rows.append({"step": int(s), "epoch": round(float(s) / steps * 3, 4), "loss": float(loss[i]),
+                     "eval_loss": float(ev(s)) if ev is not None and s % eval_every == 0 else None,
+                     "lr": float(lr[i]), "grad_norm": float(grad[i]), "tokens_per_s": None})
+    return rows
