@@ -133,3 +133,15 @@ def test_audit_record_written_when_enabled(tmp_path, monkeypatch):
     assert rec["inputs"][0]["sha256"] == jsonl.sha256_file(inp)
     assert "secret content" not in log.read_text()
     assert audit.verify(log)["ok"]
+
+
+def test_outputs_get_normal_permissions(tmp_path):
+    old = os.umask(0o022)
+    try:
+        out = jsonl.write_text(tmp_path / "r.md", "x")
+        with jsonl.atomic_dir(tmp_path / "d") as d:
+            (d / "f").write_text("1")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o644
+    assert stat.S_IMODE((tmp_path / "d").stat().st_mode) == 0o755
