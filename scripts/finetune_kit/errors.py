@@ -34,6 +34,7 @@ _EXTRAS = {
     "matplotlib": ("matplotlib", "core"),
     "tiktoken": ("tiktoken", "core"),
     "datasketch": ("datasketch", "core"),
+    "zstandard": ("zstandard", "core"),
     "yaml": ("pyyaml", "core"),
 }
 

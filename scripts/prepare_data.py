@@ -1,0 +1,118 @@
+#!/usr/bin/env python3
+"""Turn raw exports or OpenClaw agent sessions into clean, deduplicated, leak-free chat JSONL splits."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from finetune_kit import cli  # noqa: E402
+from finetune_kit import prepare as prep  # noqa: E402
+
+
+def _unit(value: str) -> float:
+    import argparse
+
+    try:
+        f = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number") from None
+    if not 0 < f <= 1:
+        raise argparse.ArgumentTypeError(f"{value} must be in (0, 1]")
+    return f
+
+
+def _nonneg(value: str) -> int:
+    import argparse
+
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not an integer") from None
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"{value} must be >= 0")
+    return n
+
+
+def build_parser():
+    p = cli.make_parser(
+        "prepare_data",
+        "Convert chat/prompt-completion/Alpaca/ShareGPT/CSV/TSV exports or OpenClaw agent sessions to\n"
+        "OpenAI chat JSONL; normalise, remove exact and near duplicates (MinHash), split into\n"
+        "train/validation/test without leakage (groups and near-duplicate clusters stay in one split),\n"
+        "report the data mix, write manifest.json and run the validator on the result.\n"
+        "Writes OUTPUT_DIR/{train,validation,test,removed}.jsonl + manifest.json (see data-prep.md).\n"
+        "Exit codes: 0 ok, 1 blocking (too few sessions, leakage, validator errors), 2 could not run.",
+        cli.examples_for("prepare_data",
+                         "raw.jsonl --output-dir data/",
+                         "tickets.csv --prompt-column question --completion-column answer "
+                         "--group-by customer_id --output-dir data/",
+                         "--from openclaw --agent-id main --date-range 2026-01-01..2026-03-31 "
+                         "--min-samples 50 --output-dir data/"))
+    p.add_argument("inputs", nargs="*", metavar="INPUT",
+                   help="input file(s) (.jsonl/.json/.csv/.tsv) or, with --from openclaw, a state/agent/sessions "
+                        "dir, a session .jsonl, an openclaw-agent.sqlite or an export-trajectory bundle "
+                        "(default: $OPENCLAW_STATE_DIR or ~/.openclaw)")
+    p.add_argument("--output-dir", "-o", required=True, metavar="DIR", help="where the splits are written")
+    p.add_argument("--from", dest="fmt", default="auto", choices=prep.FORMATS, metavar="FORMAT",
+                   help="input format: " + ", ".join(prep.FORMATS) + " (default auto: per file/row)")
+    p.add_argument("--system", metavar="TEXT", help="add (or replace) the system prompt of every example")
+    g = p.add_argument_group("CSV/TSV columns (default: first match of common names)")
+    g.add_argument("--prompt-column", metavar="COL", help="prompt column (default: prompt/instruction/question/...)")
+    g.add_argument("--completion-column", metavar="COL",
+                   help="completion column (default: completion/response/answer/output/...)")
+    g.add_argument("--system-column", metavar="COL", help="per-row system prompt column (default: system)")
+    g.add_argument("--input-column", metavar="COL",
+                   help="extra column appended to the prompt (default: 'input' when the prompt is 'instruction')")
+    g = p.add_argument_group("dedup and split")
+    g.add_argument("--split", default="0.8,0.1,0.1", metavar="T,V,T",
+                   help="train,validation,test shares (default 0.8,0.1,0.1)")
+    g.add_argument("--seed", type=int, default=42, help="seed of the split (default 42; same seed = same bytes)")
+    g.add_argument("--group-by", metavar="FIELD",
+                   help="keep rows sharing this field (top level, metadata, or a.b path) in one split")
+    g.add_argument("--stratify", metavar="FIELD", help="split each value of FIELD in the same proportions")
+    g.add_argument("--near-dup-threshold", type=_unit, default=0.85, metavar="J",
+                   help="near-duplicate Jaccard threshold on word 3-shingles (default 0.85)")
+    g.add_argument("--no-near-dup", action="store_true", help="exact deduplication only")
+    g.add_argument("--keep-near-dups", action="store_true",
+                   help="keep near-duplicates but put each cluster in a single split (paraphrase/augmented data)")
+    g = p.add_argument_group("data mix")
+    g.add_argument("--tag-field", metavar="FIELD",
+                   help="field holding category tags (e.g. edge, refusal); counted in the mix report")
+    g.add_argument("--target-mix", metavar="SPEC",
+                   help="target shares, default normal=0.3,edge=0.2,refusal=0.2,multi_turn=0.15,tool_calls=0.15")
+    g = p.add_argument_group("OpenClaw sessions (--from openclaw)")
+    g.add_argument("--agent-id", metavar="ID", help="only this agent's sessions")
+    g.add_argument("--date-range", metavar="FROM..TO",
+                   help="sessions started in this UTC range, e.g. 2026-01-01..2026-03-31 (either side optional)")
+    g.add_argument("--min-samples", type=_nonneg, metavar="N",
+                   help="exit 1 when fewer than N sessions qualify (default 1 for OpenClaw)")
+    g.add_argument("--keep-inbound-metadata", action="store_true",
+                   help="keep the sender/channel metadata blocks OpenClaw prepends to user messages")
+    g.add_argument("--tools", dest="tools_file", metavar="FILE",
+                   help="JSON list of tool definitions to attach to examples that call tools")
+    return p
+
+
+def handle(args) -> cli.Result:
+    opts = prep.Options(
+        inputs=list(args.inputs), output_dir=args.output_dir, fmt=args.fmt, system=args.system,
+        prompt_column=args.prompt_column, completion_column=args.completion_column,
+        system_column=args.system_column, input_column=args.input_column,
+        split=prep.parse_split(args.split), seed=args.seed, group_by=args.group_by, stratify=args.stratify,
+        near_dup=not args.no_near_dup, near_dup_threshold=args.near_dup_threshold,
+        keep_near_dups=args.keep_near_dups, tag_field=args.tag_field,
+        target_mix=prep.parse_target_mix(args.target_mix), agent_id=args.agent_id, date_range=args.date_range,
+        min_samples=args.min_samples, keep_inbound_metadata=args.keep_inbound_metadata,
+        tools_file=args.tools_file, force=args.force)
+    return prep.prepare(opts)
+
+
+def main(argv=None) -> int:
+    return cli.run(build_parser(), handle, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
