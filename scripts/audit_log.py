@@ -40,7 +40,8 @@ def handle(args) -> cli.Result:
     if args.action == "verify":
         r = audit.verify(path)
         if r["ok"]:
-            text = f"OK: {r['records']} records, chain intact ({path})"
+            text = (f"OK: {r['records']} records, chain intact ({path})\n"
+                    f"last_hash {r['last_hash']} (keep it elsewhere: a deleted tail only shows against it)")
         else:
             b = r["first_broken"]
             text = f"BROKEN at record {b['record']} (line {b['line']}): {b['reason']} ({path})"

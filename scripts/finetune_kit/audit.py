@@ -27,7 +27,8 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 GENESIS = "0" * 64
-_SECRET_FLAG = re.compile(r"(key|token|secret|password|passwd|salt|auth)", re.I)
+# "token" but not --tokenizer/--max-tokens, "auth" but not --author: their values are not secrets
+_SECRET_FLAG = re.compile(r"(key|token(?!izer|s\b)|secret|password|passwd|salt|auth(?!or))", re.I)
 _SECRET_VALUE = re.compile(
     r"(sk-[A-Za-z0-9_-]{16,}|AKIA[0-9A-Z]{16}|gh[pousr]_[A-Za-z0-9]{30,}|xox[baprs]-[A-Za-z0-9-]{10,}"
     r"|eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}|://[^/\s:@]+:[^@\s/]+@)")
