@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
 os.environ.setdefault("FT_NO_PROGRESS", "1")
 
-from finetune_kit import chat  # noqa: E402
+from finetune_kit import chat, dedup  # noqa: E402
 from finetune_kit import prepare as prep  # noqa: E402
 
 
@@ -109,8 +109,8 @@ def pct(k: int, n: int) -> str:
 
 
 def true_jaccard(a: dict, b: dict) -> float:
-    sa = prep.shingles(prep.near_text(chat.ChatExample.model_validate(a)))
-    sb = prep.shingles(prep.near_text(chat.ChatExample.model_validate(b)))
+    sa = dedup.shingles(prep.near_text(chat.ChatExample.model_validate(a)))
+    sb = dedup.shingles(prep.near_text(chat.ChatExample.model_validate(b)))
     return len(sa & sb) / len(sa | sb)
 
 

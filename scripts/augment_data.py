@@ -8,7 +8,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from finetune_kit import augment, cli, jsonl  # noqa: E402
+from finetune_kit import augment, cli, jsonl, openai_compat  # noqa: E402
 from finetune_kit.errors import UsageError  # noqa: E402
 
 
@@ -66,7 +66,7 @@ def build_parser():
     g3.add_argument("--max-ratio", type=float, default=2.0, help="max length ratio, default 2.0")
     g3.add_argument("--min-overlap", type=float, default=0.6,
                     help="min share of the source's content words kept (default 0.6)")
-    g3.add_argument("--near-dup-threshold", type=float, default=0.9,
+    g3.add_argument("--near-dup-threshold", type=cli.fraction, default=0.9,
                     help="MinHash Jaccard at or above which a new row is a near duplicate (default 0.9; "
                          "1 = exact only)")
     g4 = p.add_argument_group("output")
@@ -84,8 +84,6 @@ def _check_args(args) -> None:
         raise UsageError("need 0 < --min-ratio <= 1 <= --max-ratio")
     if not 0 <= args.min_overlap <= 1:
         raise UsageError("--min-overlap must be between 0 and 1")
-    if not 0 < args.near_dup_threshold <= 1:
-        raise UsageError("--near-dup-threshold must be in (0, 1]")
     if args.temperature <= 0:
         raise UsageError("--temperature must be > 0 (paraphrasing samples)")
     if args.retries < 0 or (args.limit is not None and args.limit < 1):
@@ -102,7 +100,7 @@ def handle(args) -> cli.Result:
     jsonl.check_output(args.output, force=args.force, inputs=[args.input])
     if args.base_url:
         gen = augment.OpenAIGenerator(args.base_url, args.model,
-                                      api_key=augment.api_key_from_env(args.api_key_env),
+                                      api_key=openai_compat.api_key_from_env(args.api_key_env),
                                       max_new_tokens=args.max_new_tokens, temperature=args.temperature,
                                       top_p=args.top_p, seed=args.seed, timeout=args.timeout)
         print(f"note: sending user turns to {gen.url} (model {args.model})", file=sys.stderr)

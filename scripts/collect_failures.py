@@ -11,6 +11,7 @@ from pathlib import Path
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from finetune_kit import cli, failures, jsonl  # noqa: E402
+from finetune_kit import openclaw_sessions as oc  # noqa: E402
 from finetune_kit.errors import UsageError  # noqa: E402
 
 
@@ -30,12 +31,8 @@ def build_parser():
                          "--predictions eval-v1/predictions.jsonl --criteria eval_miss --metric tool_call "
                          "-o misses.jsonl --json"))
     g = p.add_argument_group("inputs (at least one)")
-    g.add_argument("--sessions", nargs="?", const="", metavar="PATH",
-                   help="OpenClaw state dir, agents/<id> dir, sessions dir, session .jsonl, openclaw-agent.sqlite "
-                        "or export-trajectory bundle (no value: $OPENCLAW_STATE_DIR or ~/.openclaw)")
-    g.add_argument("--agent-id", metavar="ID", help="only this agent's sessions")
-    g.add_argument("--date-range", metavar="FROM..TO",
-                   help="sessions started in this UTC range, e.g. 2026-11-01..2026-11-30 (either side optional)")
+    g.add_argument("--sessions", nargs="?", const="", metavar="PATH", help=oc.SOURCES_HELP + " (no value: $OPENCLAW_STATE_DIR or ~/.openclaw)")
+    oc.add_filter_arguments(g, "2026-11-01..2026-11-30")
     g.add_argument("--predictions", metavar="FILE", help="predictions.jsonl written by evaluate.py --output-dir")
     g.add_argument("--cases", metavar="FILE",
                    help="a review file from an earlier run (to apply --corrections without the transcripts)")
@@ -120,7 +117,7 @@ def handle(args) -> cli.Result:
     if args.tools_file:
         from finetune_kit import prepare
 
-        tools = prepare._load_tools_file(args.tools_file)
+        tools = prepare.load_tools_file(args.tools_file)
     corrections = failures.load_corrections(args.corrections) if args.corrections else None
     markers = failures.compile_markers(args.feedback_pattern)
 

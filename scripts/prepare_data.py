@@ -9,31 +9,8 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from finetune_kit import cli  # noqa: E402
+from finetune_kit import openclaw_sessions as oc  # noqa: E402
 from finetune_kit import prepare as prep  # noqa: E402
-
-
-def _unit(value: str) -> float:
-    import argparse
-
-    try:
-        f = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a number") from None
-    if not 0 < f <= 1:
-        raise argparse.ArgumentTypeError(f"{value} must be in (0, 1]")
-    return f
-
-
-def _nonneg(value: str) -> int:
-    import argparse
-
-    try:
-        n = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not an integer") from None
-    if n < 0:
-        raise argparse.ArgumentTypeError(f"{value} must be >= 0")
-    return n
 
 
 def build_parser():
@@ -52,9 +29,8 @@ def build_parser():
                          "--from openclaw --agent-id main --date-range 2026-01-01..2026-03-31 "
                          "--min-samples 50 --output-dir data/"))
     p.add_argument("inputs", nargs="*", metavar="INPUT",
-                   help="input file(s) (.jsonl/.json/.csv/.tsv) or, with --from openclaw, a state/agent/sessions "
-                        "dir, a session .jsonl, an openclaw-agent.sqlite or an export-trajectory bundle "
-                        "(default: $OPENCLAW_STATE_DIR or ~/.openclaw)")
+                   help="input file(s) (.jsonl/.json/.csv/.tsv) or, with --from openclaw, " + oc.SOURCES_HELP +
+                        " (default: $OPENCLAW_STATE_DIR or ~/.openclaw)")
     p.add_argument("--output-dir", "-o", required=True, metavar="DIR", help="where the splits are written")
     p.add_argument("--from", dest="fmt", default="auto", choices=prep.FORMATS, metavar="FORMAT",
                    help="input format: " + ", ".join(prep.FORMATS) + " (default auto: per file/row)")
@@ -73,7 +49,7 @@ def build_parser():
     g.add_argument("--group-by", metavar="FIELD",
                    help="keep rows sharing this field (top level, metadata, or a.b path) in one split")
     g.add_argument("--stratify", metavar="FIELD", help="split each value of FIELD in the same proportions")
-    g.add_argument("--near-dup-threshold", type=_unit, default=0.85, metavar="J",
+    g.add_argument("--near-dup-threshold", type=cli.fraction, default=0.85, metavar="J",
                    help="near-duplicate Jaccard threshold on word 3-shingles (default 0.85)")
     g.add_argument("--no-near-dup", action="store_true", help="exact deduplication only")
     g.add_argument("--keep-near-dups", action="store_true",
@@ -84,10 +60,8 @@ def build_parser():
     g.add_argument("--target-mix", metavar="SPEC",
                    help="target shares, default normal=0.3,edge=0.2,refusal=0.2,multi_turn=0.15,tool_calls=0.15")
     g = p.add_argument_group("OpenClaw sessions (--from openclaw)")
-    g.add_argument("--agent-id", metavar="ID", help="only this agent's sessions")
-    g.add_argument("--date-range", metavar="FROM..TO",
-                   help="sessions started in this UTC range, e.g. 2026-01-01..2026-03-31 (either side optional)")
-    g.add_argument("--min-samples", type=_nonneg, metavar="N",
+    oc.add_filter_arguments(g)
+    g.add_argument("--min-samples", type=cli.nonneg_int, metavar="N",
                    help="exit 1 when fewer than N sessions qualify (default 1 for OpenClaw)")
     g.add_argument("--keep-inbound-metadata", action="store_true",
                    help="keep the sender/channel metadata blocks OpenClaw prepends to user messages")

@@ -12,18 +12,6 @@ from finetune_kit import cli  # noqa: E402
 from finetune_kit.errors import UsageError  # noqa: E402
 
 
-def _positive_int(text: str) -> int:
-    import argparse
-
-    try:
-        n = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if n < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0: {text}")
-    return n
-
-
 def build_parser():
     p = cli.make_parser(
         "validate_jsonl",
@@ -52,13 +40,13 @@ def build_parser():
                    help="target model: an OpenAI model name (gpt-4o-mini-2024-07-18, gpt-4.1-...) picks its "
                         "encoding and known per-example limit; a Hugging Face model picks its tokenizer, "
                         "chat template and context length")
-    p.add_argument("--max-tokens", type=_positive_int, metavar="N",
+    p.add_argument("--max-tokens", type=cli.nonneg_int, metavar="N",
                    help="per-example token limit for the truncation report (default: the model's known "
                         "limit, if any)")
-    p.add_argument("--max-errors", type=_positive_int, metavar="N",
+    p.add_argument("--max-errors", type=cli.nonneg_int, metavar="N",
                    help="print at most N errors and N warnings per file (default 20 in the text report, "
                         "all up to 10,000 with --json); counts always stay complete")
-    p.add_argument("--min-examples", type=_positive_int, default=10, metavar="N",
+    p.add_argument("--min-examples", type=cli.nonneg_int, default=10, metavar="N",
                    help="fewer examples than this in a file is an error (default 10, OpenAI's minimum)")
     return p
 

@@ -195,6 +195,30 @@ def test_sessions_each_criterion_with_provenance(state, tmp_path):
     assert r4["metadata"]["failing_answer"][0]["content"] == "Either is fine if consistent."
 
 
+def test_sqlite_store_cases_point_at_their_seq(tmp_path):
+    """Cases from an openclaw-agent.sqlite carry the transcript_events.seq of the blamed answer."""
+    import sqlite3
+
+    t = Transcript("eeee0005")
+    t.user("What is 2 + 2?")
+    eid = t.assistant("2 + 2 = 5.")
+    t.user("That's wrong.")
+    db = tmp_path / "agents" / "main" / "agent" / "openclaw-agent.sqlite"
+    db.parent.mkdir(parents=True)
+    con = sqlite3.connect(db)
+    con.execute("CREATE TABLE transcript_events (session_id TEXT NOT NULL, seq INTEGER NOT NULL, event_json TEXT, "
+                "created_at INTEGER NOT NULL, PRIMARY KEY (session_id, seq))")
+    for seq, ev in enumerate(t.lines):
+        con.execute("INSERT INTO transcript_events VALUES (?,?,?,?)", ("eeee0005", 100 + seq, json.dumps(ev), 0))
+    con.commit()
+    con.close()
+    cases, scan = failures.cases_from_sessions(str(tmp_path), criteria=["negative_feedback"])
+    assert scan.sessions == 1 and len(cases) == 1
+    prov = cases[0].provenance
+    assert prov["source_kind"] == "openclaw-sqlite" and prov["entry_id"] == eid
+    assert prov["seq"] == 100 + next(i for i, ev in enumerate(t.lines) if ev.get("id") == eid) and "line" not in prov
+
+
 def test_criteria_agent_and_date_filters(state, tmp_path):
     code, doc = run_json("collect_failures", "--sessions", state, "--criteria", "tool_error",
                          "-o", tmp_path / "a.jsonl")

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from conftest import run_json, run_script
-from finetune_kit import chat
+from finetune_kit import chat, dedup
 from finetune_kit import prepare as prep
 
 FIX = Path(__file__).parent / "fixtures" / "prepare"
@@ -304,8 +304,8 @@ def test_same_seed_same_bytes_other_seed_other_split(tmp_path):
 
 
 def _shingle_jaccard(x: dict, y: dict) -> float:
-    a = prep.shingles(prep.near_text(chat.ChatExample.model_validate(x)))
-    b = prep.shingles(prep.near_text(chat.ChatExample.model_validate(y)))
+    a = dedup.shingles(prep.near_text(chat.ChatExample.model_validate(x)))
+    b = dedup.shingles(prep.near_text(chat.ChatExample.model_validate(y)))
     return len(a & b) / len(a | b) if a | b else 1.0
 
 
@@ -384,6 +384,8 @@ def test_cli_json_force_and_atomic(tmp_path):
     (["{fix}/data.csv", "--prompt-column", "nope"], "columns: question"),
     (["{fix}/chat.jsonl", "--agent-id", "main"], "--from openclaw"),
     (["{fix}/chat.jsonl", "--target-mix", "refusal"], "NAME=SHARE"),
+    (["{fix}/chat.jsonl", "--near-dup-threshold", "1.5"], "must be in (0, 1]: 1.5"),
+    (["{fix}/chat.jsonl", "--from", "openclaw", "--min-samples", "-1"], "must be >= 0: -1"),
 ])
 def test_bad_input_exit_2_one_line(tmp_path, args, needle):
     cp = run_script("prepare_data", *[a.format(fix=FIX) for a in args], "-o", tmp_path / "o")
@@ -417,31 +419,7 @@ def test_accounting_over_mixed_inputs(tmp_path):
                         ["files"]["removed.jsonl"]["sha256"])
 
 
-# ------------------------------------------------------------------------------ near-dup internals
-
-
-def test_bulk_minhash_equals_datasketch_and_jaccard_is_exact():
-    ds = pytest.importorskip("datasketch")
-    import numpy as np
-
-    sm = prep.Signatures()
-    texts = ["the quick brown fox jumps over the lazy dog again and again",
-             "The QUICK brown fox jumps over the lazy dog again and again!",
-             "completely unrelated words about harbors and silver engines", "two words", "", "x"]
-    hashes = sm.shingle_hashes_bulk(texts)
-    assert hashes[4] is None and len(hashes[3]) == len(hashes[5]) == 1
-    for t, h in zip(texts, hashes):                     # same sets as the reference shingles
-        assert (h is None and not prep.shingles(t)) or len(h) == len(prep.shingles(t))
-    assert np.array_equal(hashes[0], hashes[1])          # case/punctuation do not change word shingles
-    nonempty = [h for h in hashes if h is not None]
-    m = sm.matrix(nonempty, batch_rows=3)                # tiny batches exercise the chunking
-    for h, row in zip(nonempty, m):
-        ref = ds.MinHash(num_perm=prep.NUM_PERM, seed=1, hashfunc=lambda x: x, scheme="affine32")
-        ref.update_batch(h.tolist())
-        assert np.array_equal(ref.hashvalues, row)
-    a, b = prep.shingles(texts[0]), prep.shingles(texts[2])
-    assert sm.jaccard(hashes[0], hashes[2]) == pytest.approx(len(a & b) / len(a | b))
-    assert sm.bands(0.85) == (16, 8) and sm.bands(0.5)[1] <= 3
+# ------------------------------------------------------------------------------ near-dup (see test_dedup.py)
 
 
 def test_near_dup_removal_matches_brute_force(tmp_path):
@@ -459,7 +437,7 @@ def test_near_dup_removal_matches_brute_force(tmp_path):
     _, out = run_prepare(tmp_path, inputs=[path])
     got = {r["line"] for r in read(out / "removed.jsonl")}
     exs = [chat.ChatExample.model_validate(r) for r in rows]
-    sets = [prep.shingles(prep.near_text(e)) for e in exs]
+    sets = [dedup.shingles(prep.near_text(e)) for e in exs]
     keys = [prep.exact_key(e) for e in exs]
     kept: list[int] = []
     expect = set()

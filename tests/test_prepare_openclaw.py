@@ -161,6 +161,12 @@ def test_sqlite_store_with_compressed_rows(tmp_path):
     assert not s1.problems
     jsonl_s1 = sessions()[SID(1)]
     assert oc.session_to_chat(s1).to_json()["messages"] == oc.session_to_chat(jsonl_s1).to_json()["messages"]
+    # where each message is stored: the .jsonl line / the SQLite seq (rows were written as seq = line - 1)
+    file_lines = Path(jsonl_s1.source).read_text().splitlines()
+    assert jsonl_s1.messages and all(m.seq is None and json.loads(file_lines[m.line - 1]).get("id") == m.entry_id
+                                     for m in jsonl_s1.messages)
+    assert [m.seq for m in s1.messages] == [m.line - 1 for m in jsonl_s1.messages]
+    assert all(m.line is None for m in s1.messages)
     assert [s.id for s in oc.iter_sessions(db)] == [SID(1), SID(3)]        # the DB file itself
     code, doc = run_json("prepare_data", "--from", "openclaw", tmp_path, "-o", tmp_path / "out")
     assert code == 0, doc

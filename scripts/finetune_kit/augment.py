@@ -28,7 +28,7 @@ reason (counted in the report):
 - ``duplicate``: the new row's user text equals (normalised) that of a source row or an
   earlier new row.
 - ``near_duplicate``: Jaccard of word 3-shingles >= ``near_dup_threshold`` against the same
-  (prepare_data's MinHash LSH).
+  (``dedup.NearDupIndex``, as in prepare_data).
 - ``not_equivalent``: with ``verify``, the generator itself was asked whether the source and
   the paraphrase ask for the same thing and did not answer YES (worth it with a strong model
   or an endpoint; a tiny model's verdict is noise).
@@ -50,14 +50,13 @@ import os
 import re
 import time
 import unicodedata
-import urllib.error
-import urllib.request
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Protocol, Sequence
 
 from . import chat, jsonl
 from .errors import UsageError
+from .openai_compat import ChatClient, EndpointError
 
 # ---------------------------------------------------------------- rejection reasons
 
@@ -259,12 +258,9 @@ def check_paraphrase(src: str, gen: Generation, special_tokens: Iterable[str] = 
     if gen.text is None:
         return "generation_error", ""
     text = clean_generation(gen.text)
-    if not text:
-        return "empty", text
-    if gen.truncated:
-        return "truncated", text
-    if has_template_tokens(text, special_tokens):
-        return "template_tokens", text
+    problem = _generation_problem(gen, text, special_tokens)
+    if problem:
+        return problem, text
     if _norm(text) == _norm(src):
         return "identical", text
     ratio = (len(text) + 10) / (len(src) + 10)
@@ -289,17 +285,22 @@ def has_template_tokens(text: str, special_tokens: Iterable[str] = ()) -> bool:
     return any(t and len(t) > 2 and t in text for t in special_tokens)
 
 
+def _generation_problem(gen: Generation, text: str, special_tokens: Iterable[str], prefix: str = "") -> str | None:
+    """The checks every generated text gets: ``empty``, ``truncated``, ``template_tokens`` (+ prefix)."""
+    if not text:
+        return prefix + "empty"
+    if gen.truncated:
+        return prefix + "truncated"
+    if has_template_tokens(text, special_tokens):
+        return prefix + "template_tokens"
+    return None
+
+
 def check_answer(gen: Generation, special_tokens: Iterable[str] = ()) -> tuple[str | None, str]:
     if gen.text is None:
         return "generation_error", ""
-    text = (gen.text or "").strip()
-    if not text:
-        return "answer_empty", text
-    if gen.truncated:
-        return "answer_truncated", text
-    if has_template_tokens(text, special_tokens):
-        return "answer_template_tokens", text
-    return None, text
+    text = gen.text.strip()
+    return _generation_problem(gen, text, special_tokens, "answer_"), text
 
 
 # ---------------------------------------------------------------- de-duplication
@@ -308,48 +309,30 @@ def check_answer(gen: Generation, special_tokens: Iterable[str] = ()) -> tuple[s
 class Deduper:
     """Exact (normalised text) and near-duplicate detection of the text augmentation changes.
 
-    Near duplicates use prepare_data's machinery (``prepare.Signatures``: hashed word
-    3-shingles, datasketch MinHash LSH, candidates verified with the exact Jaccard of the
-    shingle sets), so "near duplicate" means the same here as in prepare_data.
+    Near duplicates use prepare_data's definition through the shared ``dedup.NearDupIndex``
+    (Jaccard of word 3-shingles, datasketch MinHash LSH, candidates verified exactly), so "near
+    duplicate" means the same here as in prepare_data. ``threshold`` 1 = exact duplicates only.
     """
 
     def __init__(self, threshold: float = 0.9):
-        from . import prepare
+        from .dedup import NearDupIndex
 
-        self._prep = prepare
         self.threshold = threshold
         self.exact: dict[str, str] = {}
-        self.sigs = prepare.Signatures() if threshold < 1 else None
-        self.lsh = self.sigs.lsh(threshold) if self.sigs else None
-        self.stored: dict[str, Any] = {}
-
-    def _sig(self, text: str):
-        """(hashed word 3-shingles, LeanMinHash) through prepare.Signatures, or None (no words)."""
-        if not self.sigs:
-            return None
-        h = self.sigs.shingle_hashes(text)
-        if h is None or not len(h):
-            return None
-        return h, self.sigs.lean(self.sigs.matrix([h])[0])
+        self.near = NearDupIndex(threshold) if threshold < 1 else None
 
     def check(self, text: str) -> tuple[str | None, str | None]:
         """("duplicate"|"near_duplicate"|None, key of the earlier row) without adding ``text``."""
         norm = _norm(text)
         if norm in self.exact:
             return "duplicate", self.exact[norm]
-        sig = self._sig(text)
-        if sig is not None:
-            for key in sorted(self.lsh.query(sig[1])):
-                if self.sigs.jaccard(sig[0], self.stored[key][0]) >= self.threshold:
-                    return "near_duplicate", key
-        return None, None
+        key = self.near.check(text) if self.near is not None else None
+        return ("near_duplicate", key) if key is not None else (None, None)
 
     def add(self, text: str, key: str) -> None:
         self.exact.setdefault(_norm(text), key)
-        sig = self._sig(text)
-        if sig is not None and key not in self.stored:
-            self.stored[key] = sig
-            self.lsh.insert(key, sig[1])
+        if self.near is not None:
+            self.near.add(key, text)
 
 
 # ---------------------------------------------------------------- augmentation core
@@ -406,22 +389,17 @@ class AugmentReport:
 def load_sources(path: str | os.PathLike) -> list[Source]:
     """Read and check the source file: every non-blank line must be a valid chat row."""
     out: list[Source] = []
-    for rl in jsonl.iter_lines(path):
-        if rl.error == "blank_line":
-            continue
-        if rl.error:
-            raise UsageError(f"{path}:{rl.line}: {rl.error.replace('_', ' ')} ({rl.detail}); "
-                             f"run validate_jsonl.py on it first")
-        fmt = chat.detect_format(rl.obj)
+    for line, obj in jsonl.read_jsonl_objects(path):
+        fmt = chat.detect_format(obj)
         if fmt != "chat":
-            raise UsageError(f"{path}:{rl.line}: not a chat line (format: {fmt or 'unknown'}); "
+            raise UsageError(f"{path}:{line}: not a chat line (format: {fmt or 'unknown'}); "
                              f"augment_data.py needs chat JSONL - convert it with prepare_data.py first")
-        ex, findings = chat.check_record(rl.obj, "chat", rl.line)
+        ex, findings = chat.check_record(obj, "chat", line)
         errors = [f for f in findings if f.severity == "error"]
         if ex is None or errors:
             first = errors[0].one_line() if errors else "could not parse"
             raise UsageError(f"{path}: invalid chat line ({first}); run validate_jsonl.py on it first")
-        out.append(Source(rl.line, rl.obj, chat.as_chat(ex)))
+        out.append(Source(line, obj, chat.as_chat(ex)))
     return out
 
 
@@ -651,68 +629,40 @@ class HFGenerator:
 
 
 class OpenAIGenerator:
-    """Paraphrases through any OpenAI-compatible ``/chat/completions`` endpoint (network)."""
+    """Paraphrases through any OpenAI-compatible ``/chat/completions`` endpoint (network), with
+    the shared ``openai_compat.ChatClient``."""
 
     def __init__(self, base_url: str, model: str, *, api_key: str | None, max_new_tokens: int = 256,
                  temperature: float = 0.8, top_p: float = 0.95, seed: int | None = None,
                  timeout: float = 60.0, http_retries: int = 2):
-        if not re.match(r"^https?://", base_url or ""):
-            raise UsageError(f"--base-url must start with http:// or https:// (got {base_url!r})")
-        self.url = base_url.rstrip("/") + ("" if base_url.rstrip("/").endswith("/chat/completions")
-                                           else "/chat/completions")
+        self.client = ChatClient(base_url, model, api_key=api_key, timeout=timeout, retries=http_retries)
+        self.url = self.client.url
         self.model = model
-        self._key = api_key
         self.max_new_tokens = max_new_tokens
         self.temperature = temperature
         self.top_p = top_p
         self.seed = seed
-        self.timeout = timeout
-        self.http_retries = http_retries
         self.name = f"openai:{model}"
         self.special_tokens: list[str] = []
-        self.requests = 0
+
+    @property
+    def requests(self) -> int:
+        return self.client.requests
 
     def _post(self, messages: list[dict], *, temperature: float, tools=None,
               max_tokens: int | None = None) -> Generation:
-        body: dict[str, Any] = {"model": self.model, "messages": messages, "temperature": temperature,
-                                "top_p": self.top_p, "max_tokens": max_tokens or self.max_new_tokens, "n": 1}
+        params: dict[str, Any] = {"temperature": temperature, "top_p": self.top_p,
+                                  "max_tokens": max_tokens or self.max_new_tokens, "n": 1}
         if self.seed is not None:
-            body["seed"] = self.seed + self.requests
+            params["seed"] = self.seed + self.client.requests
         if tools:
-            body["tools"] = tools
-            body["tool_choice"] = "none"
-        data = json.dumps(body).encode()
-        headers = {"Content-Type": "application/json"}
-        if self._key:
-            headers["Authorization"] = f"Bearer {self._key}"
-        last = ""
-        for attempt in range(1 + self.http_retries):
-            self.requests += 1
-            req = urllib.request.Request(self.url, data=data, headers=headers, method="POST")
-            try:
-                with urllib.request.urlopen(req, timeout=self.timeout) as resp:
-                    doc = json.loads(resp.read().decode("utf-8"))
-                choice = doc["choices"][0]
-                text = chat.content_text((choice.get("message") or {}).get("content"))
-                return Generation(text, truncated=choice.get("finish_reason") == "length")
-            except urllib.error.HTTPError as exc:
-                if exc.code in (401, 403):
-                    raise UsageError(f"the endpoint {self.url} rejected the API key (HTTP {exc.code}); "
-                                     f"set OPENAI_API_KEY or name the variable with --api-key-env") from None
-                if exc.code == 404:
-                    raise UsageError(f"{self.url} answered 404: check --base-url (it should end in /v1) "
-                                     f"and --model {self.model!r}") from None
-                last = f"HTTP {exc.code}"
-                if exc.code not in (408, 409, 429) and exc.code < 500:
-                    return Generation(None, error=last)
-            except urllib.error.URLError as exc:
-                raise UsageError(f"cannot reach {self.url}: {exc.reason}") from None
-            except (TimeoutError, OSError) as exc:
-                last = f"{type(exc).__name__}: {exc}"
-            except (ValueError, KeyError, IndexError, TypeError) as exc:
-                return Generation(None, error=f"unexpected response: {type(exc).__name__}")
-            time.sleep(min(8.0, 0.5 * 2 ** attempt))
-        return Generation(None, error=last)
+            params["tools"] = tools
+            params["tool_choice"] = "none"
+        try:
+            reply = self.client.complete(messages, **params)
+        except EndpointError as exc:
+            return Generation(None, error=str(exc))
+        return Generation(reply.text, truncated=reply.finish_reason == "length")
 
     def paraphrase(self, texts: Sequence[str], n: int) -> list[list[Generation]]:
         return [[self._post(paraphrase_messages(t), temperature=self.temperature) for _ in range(n)]
@@ -723,12 +673,6 @@ class OpenAIGenerator:
 
     def verify(self, pairs: Sequence[tuple[str, str]]) -> list[Generation]:
         return [self._post(verify_messages(a, b), temperature=0.0, max_tokens=3) for a, b in pairs]
-
-
-def api_key_from_env(name: str | None) -> str | None:
-    name = name or "OPENAI_API_KEY"
-    v = os.environ.get(name)
-    return v or None
 
 
 def describe_reasons(rejected: dict[str, int]) -> list[tuple[str, int, str]]:

@@ -60,6 +60,30 @@ def examples_for(script: str, *args: str) -> list[str]:
     return [f"python3 {{baseDir}}/scripts/{script}.py {a}".rstrip() for a in args]
 
 
+# ---------------------------------------------------------------- argparse value types
+
+def nonneg_int(text: str) -> int:
+    """argparse ``type=``: a whole number >= 0 (a bad value is a one-line usage error, exit 2)."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0: {text}")
+    return n
+
+
+def fraction(text: str) -> float:
+    """argparse ``type=``: a number in (0, 1] (e.g. a similarity threshold)."""
+    try:
+        f = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 < f <= 1:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1]: {text}")
+    return f
+
+
 def run(parser: argparse.ArgumentParser, handler: Callable[[argparse.Namespace], Result],
         argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)

@@ -31,6 +31,7 @@ from typing import Any, Callable, Optional, Sequence
 
 from . import chat, jsonl, metrics as M, stats
 from .errors import UsageError, require
+from .openai_compat import ChatClient, EndpointError, api_key_from_env
 
 VERDICTS = ("improved", "no_significant_change", "regressed")
 MIN_RELIABLE_N = 30
@@ -410,43 +411,25 @@ def parse_judge_reply(body: dict) -> float | None:
 
 
 class Judge:
-    """An OpenAI-compatible chat-completions endpoint used as a PASS/FAIL grader."""
+    """An OpenAI-compatible chat-completions endpoint used as a PASS/FAIL grader
+    (``openai_compat.ChatClient``: retries, key/URL errors exit 2)."""
 
     def __init__(self, url: str, model: str, key_env: str = "OPENAI_API_KEY", timeout: float = 60.0):
-        if not re.match(r"^https?://", url or ""):
-            raise UsageError(f"--judge-url must be an http(s) URL, got {url!r}")
         if not model:
             raise UsageError("--judge-model is required with --judge-url")
-        self.url = url.rstrip("/")
-        if not self.url.endswith("/chat/completions"):
-            self.url += "/chat/completions"
+        self.key = api_key_from_env(key_env)
+        self.client = ChatClient(url, model, api_key=self.key, timeout=timeout,
+                                 flags={"url": "--judge-url", "model": "--judge-model", "key": "--judge-key-env"})
+        self.url = self.client.url
         self.model = model
-        self.key = os.environ.get(key_env or "OPENAI_API_KEY")
-        self.timeout = timeout
         self.errors = 0
 
     def __call__(self, item: TestItem, candidate: str, calls: list[dict]) -> float | None:
-        import urllib.error
-        import urllib.request
-
-        data = json.dumps(judge_request(self.model, item, candidate, calls)).encode()
-        headers = {"Content-Type": "application/json"}
-        if self.key:
-            headers["Authorization"] = f"Bearer {self.key}"
-        req = urllib.request.Request(self.url, data=data, headers=headers, method="POST")
-        for attempt in range(3):
-            try:
-                with urllib.request.urlopen(req, timeout=self.timeout) as resp:
-                    return parse_judge_reply(json.loads(resp.read().decode("utf-8")))
-            except urllib.error.HTTPError as exc:
-                if exc.code in (401, 403, 404):
-                    raise UsageError(f"judge endpoint {self.url} answered HTTP {exc.code}; "
-                                     f"check --judge-url, --judge-model and the key variable") from exc
-                time.sleep(2 ** attempt)
-            except (urllib.error.URLError, TimeoutError, ValueError, OSError):
-                time.sleep(2 ** attempt)
-        self.errors += 1
-        return None
+        try:
+            return parse_judge_reply(self.client.create(judge_request(self.model, item, candidate, calls)))
+        except EndpointError:
+            self.errors += 1
+            return None
 
 
 # ---------------------------------------------------------------- scoring and comparison

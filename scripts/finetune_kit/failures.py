@@ -24,7 +24,7 @@ Criteria (``CRITERIA``)
 Each case is one row: ``messages`` = the conversation up to the blamed assistant turn (it
 ends with a user or tool message), ``metadata.failing_answer`` = the blamed messages (never
 trained), ``metadata.provenance`` = {source, source_kind, session_id, agent_id, entry_id,
-line, message_index, criterion, criteria, evidence}. A case with a correction becomes a
+line (.jsonl transcript) or seq (SQLite row), message_index, criterion, criteria, evidence}. A case with a correction becomes a
 training row (context + corrected answer); a case without one goes to the review file,
 whose rows have no assistant answer and therefore cannot be trained on by mistake.
 Assistant turns inside the context get ``weight: 0`` (see :func:`history`): only the
@@ -232,14 +232,6 @@ def _iso(ts) -> str | None:
     return ts.astimezone(timezone.utc).isoformat().replace("+00:00", "Z") if ts else None
 
 
-def _entry_lines(path: str) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for rl in jsonl.iter_lines(path):
-        if isinstance(rl.obj, dict) and isinstance(rl.obj.get("id"), str):
-            out.setdefault(rl.obj["id"], rl.line)
-    return out
-
-
 def _convert(session, msgs, oc, system: str | None, tools) -> list[dict[str, Any]]:
     """Chat messages for a slice of a session, through the session reader's own conversion.
 
@@ -262,7 +254,6 @@ def cases_from_sessions(path: str, *, criteria: Sequence[str], agent_id: str | N
     markers = markers if markers is not None else compile_markers()
     scan = SessionScan()
     cases: dict[tuple, Case] = {}
-    line_maps: dict[str, dict[str, int]] = {}
     it = oc.iter_sessions(path, agent_id=agent_id, since=since, until=until,
                           on_skip=lambda reason, sid: scan.filtered_out.update([reason]))
     if progress:
@@ -275,7 +266,6 @@ def cases_from_sessions(path: str, *, criteria: Sequence[str], agent_id: str | N
         before = len(cases)
         tool_models = oc.openai_tools(tools if tools is not None else s.tools)
         tools_json = [t.model_dump(mode="json", exclude_none=True) for t in tool_models] if tool_models else None
-        pos_of = {m.index: p for p, m in enumerate(s.messages)}
 
         def blame(start: int, end: int, criterion: str, evidence: dict) -> None:
             first = s.messages[start]
@@ -293,13 +283,8 @@ def cases_from_sessions(path: str, *, criteria: Sequence[str], agent_id: str | N
                     return
                 failing = _convert(s, [m for m in window if first.index <= m.index <= s.messages[end].index],
                                    oc, "", tools)
-                line = None
-                if s.source_kind == "jsonl" and first.entry_id:
-                    if s.source not in line_maps:
-                        line_maps[s.source] = _entry_lines(s.source)
-                    line = line_maps[s.source].get(first.entry_id)
                 prov = {"source": s.source, "source_kind": f"openclaw-{s.source_kind}", "session_id": s.id,
-                        "agent_id": s.agent_id, "entry_id": first.entry_id, "line": line,
+                        "agent_id": s.agent_id, "entry_id": first.entry_id, "line": first.line, "seq": first.seq,
                         "message_index": first.index, "window": first.window,
                         "timestamp": _iso(first.timestamp)}
                 case = Case(id=case_id("openclaw", s.id, first.entry_id or first.index), criteria=[],
@@ -309,7 +294,7 @@ def cases_from_sessions(path: str, *, criteria: Sequence[str], agent_id: str | N
             case.add(criterion, evidence)
 
         if "negative_feedback" in criteria:
-            _scan_feedback(s, markers, blame, pos_of)
+            _scan_feedback(s, markers, blame)
         if "tool_error" in criteria:
             _scan_tool_errors(s, blame)
         if len(cases) > before:
@@ -331,14 +316,12 @@ def _response_start(msgs, pos: int) -> int | None:
     return start
 
 
-def _scan_feedback(s, markers, blame, pos_of) -> None:
+def _scan_feedback(s, markers, blame) -> None:
     msgs = s.messages
     for f in s.feedback:
         if f.value != "negative" or f.after_message_index is None:
             continue
-        end = pos_of.get(f.after_message_index)
-        if end is None:
-            continue
+        end = f.after_message_index  # SessionMessage.index is the position in s.messages
         start = _response_start(msgs, end)
         if start is not None:
             ev = {"kind": "feedback_event", "value": f.value, "message_index": msgs[end].index}

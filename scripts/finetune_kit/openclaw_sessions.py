@@ -45,7 +45,8 @@ Public API (also used to collect failure cases):
 
 - :func:`iter_sessions` ``(path_or_dir=None, agent_id=None, since=None, until=None)`` yields
   :class:`Session` objects (id, agent id, timestamps, :class:`SessionMessage` list with tool
-  calls/results, :class:`Feedback` markers, errors), oldest first per source.
+  calls/results and where each is stored - ``entry_id``, ``line`` of a .jsonl, ``seq`` of a
+  SQLite row -, :class:`Feedback` markers, errors), oldest first per source.
 - :func:`session_to_chat` ``(session) -> chat.ChatExample`` (the whole active branch) and
   :func:`session_to_chats` (one example per reset window), built through the chat.py models.
 - :func:`strip_inbound_metadata` removes the metadata blocks OpenClaw prepends to inbound user
@@ -83,7 +84,7 @@ class ToolCallRecord:
 
 @dataclass
 class SessionMessage:
-    index: int
+    index: int                      # position in Session.messages
     role: str                       # user | assistant | tool | custom | bash | summary
     text: str = ""
     tool_calls: list[ToolCallRecord] = field(default_factory=list)
@@ -94,6 +95,8 @@ class SessionMessage:
     error_message: str | None = None
     timestamp: datetime | None = None
     entry_id: str | None = None
+    line: int | None = None         # where the entry is stored: 1-based line of a .jsonl transcript
+    seq: int | None = None          # ... or transcript_events.seq of an openclaw-agent.sqlite row
     model: str | None = None
     provider: str | None = None
     window: int = 0                 # reset window (0 = first conversation in the session)
@@ -179,6 +182,19 @@ class Session:
 
 
 # ------------------------------------------------------------------ helpers
+
+
+# --help text of a sessions path argument (what iter_sessions reads; the default is default_state_dir())
+SOURCES_HELP = ("an OpenClaw state dir, agents/<id> dir, sessions dir, session .jsonl, openclaw-agent.sqlite or "
+                "export-trajectory bundle")
+
+
+def add_filter_arguments(group, example_range: str = "2026-01-01..2026-03-31") -> None:
+    """The session filters shared by the scripts that read sessions (``--agent-id``, ``--date-range``:
+    the ``agent_id``/``date_range`` of :func:`iter_sessions` / :func:`parse_date_range`)."""
+    group.add_argument("--agent-id", metavar="ID", help="only this agent's sessions")
+    group.add_argument("--date-range", metavar="FROM..TO",
+                       help=f"sessions started in this UTC range, e.g. {example_range} (either side optional)")
 
 
 def default_state_dir() -> Path:
@@ -393,9 +409,17 @@ def _active_branch(entries: list[dict[str, Any]], leaf_hint: str | None, stats: 
 def build_session(entries: list[dict[str, Any]], *, source: str, source_kind: str,
                   agent_id: str | None = None, session_id: str | None = None,
                   session_key: str | None = None, leaf_id: str | None = None,
-                  problems: list[str] | None = None) -> Session:
-    """Turn a list of transcript events (header + entries) into a :class:`Session`."""
+                  problems: list[str] | None = None, lines: list[int] | None = None,
+                  seqs: list[int] | None = None) -> Session:
+    """Turn a list of transcript events (header + entries) into a :class:`Session`.
+
+    ``lines`` / ``seqs`` (parallel to ``entries``): where each entry is stored (.jsonl line,
+    SQLite ``seq``); copied to :attr:`SessionMessage.line` / :attr:`SessionMessage.seq`."""
     stats: dict[str, int] = {}
+    where: dict[int, dict[str, int]] = {}
+    for name, values in (("line", lines), ("seq", seqs)):
+        for e, v in zip(entries, values or ()):
+            where.setdefault(id(e), {})[name] = v
     header = next((e for e in entries if e.get("type") == "session"), None) or {}
     sid = session_id or (header.get("id") if isinstance(header.get("id"), str) else None) or Path(source).stem
     s = Session(id=sid, agent_id=agent_id, source=source, source_kind=source_kind, session_key=session_key,
@@ -430,7 +454,8 @@ def build_session(entries: list[dict[str, Any]], *, source: str, source_kind: st
             text, images, _, _ = _blocks_text(e.get("content"), stats)
             s.messages.append(SessionMessage(index=len(s.messages), role="custom", text=text, images=images,
                                              timestamp=ts, entry_id=e.get("id"), window=window,
-                                             raw_role="custom_message", custom_type=e.get("customType")))
+                                             raw_role="custom_message", custom_type=e.get("customType"),
+                                             **where.get(id(e), {})))
             continue
         if et != "message" or not isinstance(e.get("message"), dict):
             continue
@@ -444,7 +469,7 @@ def build_session(entries: list[dict[str, Any]], *, source: str, source_kind: st
             continue
         text, images, thinking, calls = _blocks_text(m.get("content"), stats)
         base = dict(index=len(s.messages), text=text, images=images, timestamp=mts, entry_id=e.get("id"),
-                    window=window, raw_role=str(role))
+                    window=window, raw_role=str(role), **where.get(id(e), {}))
         if role == "user":
             s.messages.append(SessionMessage(role="user", **base))
         elif role == "assistant":
@@ -488,6 +513,7 @@ def build_session(entries: list[dict[str, Any]], *, source: str, source_kind: st
 def read_jsonl_session(path: str | os.PathLike, agent_id: str | None = None) -> Session:
     p = Path(path)
     entries: list[dict[str, Any]] = []
+    lines: list[int] = []
     problems: list[str] = []
     for rl in iter_lines(p):
         if rl.error == "blank_line":
@@ -497,11 +523,13 @@ def read_jsonl_session(path: str | os.PathLike, agent_id: str | None = None) -> 
             continue
         if isinstance(rl.obj, dict):
             entries.append(rl.obj)
+            lines.append(rl.line)
         else:
             problems.append(f"line {rl.line}: not a JSON object")
     if agent_id is None:
         agent_id = _agent_from_path(p)
-    return build_session(entries, source=str(p), source_kind="jsonl", agent_id=agent_id, problems=problems)
+    return build_session(entries, source=str(p), source_kind="jsonl", agent_id=agent_id, problems=problems,
+                         lines=lines)
 
 
 def _agent_from_path(p: Path) -> str | None:
@@ -544,6 +572,7 @@ def read_sqlite_sessions(path: str | os.PathLike, agent_id: str | None = None) -
         dec = None
         for sid in ids:
             entries: list[dict[str, Any]] = []
+            seqs: list[int] = []
             problems: list[str] = []
             for row in con.execute(f"SELECT {sel} FROM transcript_events WHERE session_id=? ORDER BY seq", (sid,)):
                 text = row[1]
@@ -561,9 +590,10 @@ def read_sqlite_sessions(path: str | os.PathLike, agent_id: str | None = None) -
                     continue
                 if isinstance(obj, dict):
                     entries.append(obj)
+                    seqs.append(row[0])
             w = windows.get(sid, {})
             s = build_session(entries, source=str(p), source_kind="sqlite", agent_id=agent_id, session_id=sid,
-                              session_key=w.get("session_key"), problems=problems)
+                              session_key=w.get("session_key"), problems=problems, seqs=seqs)
             if s.started_at is None:
                 s.started_at = parse_timestamp(w.get("started_at") or w.get("created_at"))
             s.model = s.model or w.get("model")

@@ -9,8 +9,9 @@ Pipeline (``prepare(opts)``; ``scripts/prepare_data.py`` is the CLI):
           arguments -> JSON strings, legacy ``function_call``, whitespace-only turns ...) and
           counting every normalisation; ``--system`` adds/replaces the system prompt; the
           result is checked with ``chat.check_record`` (errors -> removed as unconvertible).
-3. dedup  exact (normalised text) and near-duplicate (datasketch MinHash LSH on word 3-shingles
-          of the conversation without system prompt); the first occurrence is kept; removed
+3. dedup  exact (normalised text) and near-duplicate (``dedup.NearDupIndex``: datasketch MinHash
+          LSH on word 3-shingles of the conversation without system prompt, verified by exact
+          Jaccard); the first occurrence is kept; removed
           rows go to removed.jsonl with the reason and the row they duplicate.
 4. split  deterministic by seed into train/validation/test; ``--group-by`` groups and (with
           ``--keep-near-dups``) near-duplicate clusters are units that never straddle splits
@@ -30,7 +31,6 @@ import math
 import random
 import re
 import unicodedata
-import zlib
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,13 +39,12 @@ from typing import Any, Iterable, Iterator
 from pydantic import ValidationError
 
 from . import chat, cli, jsonl
-from .errors import BlockingProblem, UsageError, require
+from .dedup import NUM_PERM, SHINGLE, NearDupIndex
+from .errors import BlockingProblem, UsageError
 
 FORMATS = ("auto", "chat", "prompt-completion", "alpaca", "sharegpt", "csv", "tsv", "openclaw")
 SPLITS = ("train", "validation", "test")
 DEFAULT_TARGET_MIX = {"normal": 0.30, "edge": 0.20, "refusal": 0.20, "multi_turn": 0.15, "tool_calls": 0.15}
-NUM_PERM = 128
-SHINGLE = 3
 
 # Refusal-like answers (documented in data-prep.md). Matched case-insensitively against the first
 # 400 characters of each assistant text; one match makes the example "refusal".
@@ -700,7 +699,6 @@ def _csv_example(row: Row, counts: dict[str, int]) -> chat.ChatExample:
 
 
 _WS = re.compile(r"\s+")
-_WORD = re.compile(r"\w+")
 
 
 def _norm(text: str) -> str:
@@ -733,162 +731,6 @@ def near_text(ex: chat.ChatExample) -> str:
         for tc in m.tool_calls or []:
             out.append(f"{tc.function.name} {tc.function.arguments}")
     return "\n".join(out)
-
-
-def shingles(text: str, k: int = SHINGLE) -> set[bytes]:
-    """Word k-shingles of a text (NFKC, lower-cased ``\\w+`` words); < k words: the whole text.
-    The reference definition; dedup uses :meth:`Signatures.shingle_hashes` (the same sets, hashed)."""
-    words = _WORD.findall(unicodedata.normalize("NFKC", text).lower())
-    if not words:
-        return set()
-    if len(words) < k:
-        return {" ".join(words).encode("utf-8")}
-    return {" ".join(words[i:i + k]).encode("utf-8") for i in range(len(words) - k + 1)}
-
-
-class Signatures:
-    """datasketch MinHash signatures computed in bulk, plus each text's hashed shingle set.
-
-    - shingles: word 3-shingles, each hashed to 32 bits (crc32 of every word, combined per
-      position), kept as a sorted unique uint32 array per text;
-    - MinHash: exactly datasketch's ``affine32`` scheme (MurmurHash3 finaliser, then
-      ``a*h + b mod 2**32`` for 128 permutations from ``MinHash(seed=1)``), vectorised over many
-      texts at once; rows become ``datasketch.LeanMinHash`` objects for ``datasketch.MinHashLSH``;
-    - candidates from the LSH are verified with the *exact* Jaccard of the hashed shingle sets
-      (the MinHash estimate alone has a standard error of ~0.03 at 128 permutations).
-    """
-
-    def __init__(self, num_perm: int = NUM_PERM, seed: int = 1):
-        ds = require("datasketch", "for near-duplicate detection")
-        import numpy as np
-
-        self.ds, self.np = ds, np
-        self.num_perm, self.seed = num_perm, seed
-        base = ds.MinHash(num_perm=num_perm, seed=seed, hashfunc=_identity, scheme="affine32")
-        self.scheme = base.scheme
-        self.a = np.asarray(base.permutations[0], dtype=np.uint32)
-        self.b = np.asarray(base.permutations[1], dtype=np.uint32)
-
-    # -- shingles
-    def shingle_hashes(self, text: str):
-        """Sorted unique uint32 hashes of the word 3-shingles of one text (None when it has no words)."""
-        return self.shingle_hashes_bulk([text])[0]
-
-    def shingle_hashes_bulk(self, texts: list[str]) -> list:
-        """:meth:`shingle_hashes` of many texts, vectorised (word hashes: crc32; a shingle's hash
-        combines its three word hashes; texts of 1-2 words hash all their words as one shingle)."""
-        np = self.np
-        words: list[int] = []
-        lens: list[int] = []
-        for t in texts:
-            ws = _WORD.findall(unicodedata.normalize("NFKC", t).lower())
-            words.extend(map(zlib.crc32, map(str.encode, ws)))
-            lens.append(len(ws))
-        n = len(texts)
-        out: list = [None] * n
-        if not words:
-            return out
-        w = np.array(words, dtype=np.uint32)
-        ln = np.array(lens, dtype=np.int64)
-        offs = np.concatenate([[0], np.cumsum(ln)])
-        with np.errstate(over="ignore"):
-            h = (w[:-2] * np.uint32(0x9E3779B1) + w[1:-1]) * np.uint32(0x85EBCA77) + w[2:] if len(w) >= 3 \
-                else np.empty(0, dtype=np.uint32)
-            doc = np.repeat(np.arange(n, dtype=np.int64), ln)[:len(h)]
-            pos = np.arange(len(h), dtype=np.int64)
-            valid = (pos - offs[doc]) <= (ln[doc] - SHINGLE)
-            key = (doc[valid].astype(np.uint64) << np.uint64(32)) | h[valid].astype(np.uint64)
-            short = np.nonzero((ln > 0) & (ln < SHINGLE))[0]
-            if len(short):  # 1-2 words: one shingle from all of them (FNV-1a over the word hashes)
-                extra = []
-                for d in short:
-                    x = np.uint32(0x811C9DC5)
-                    for v in w[offs[d]:offs[d + 1]]:
-                        x = (x ^ v) * np.uint32(0x01000193)
-                    extra.append((int(d) << 32) | int(x))
-                key = np.concatenate([key, np.array(extra, dtype=np.uint64)])
-        key.sort()  # sort-based unique (numpy's hash-based np.unique is slower here)
-        keep = np.empty(len(key), dtype=bool)
-        keep[:1] = True
-        np.not_equal(key[1:], key[:-1], out=keep[1:])
-        u = key[keep]
-        docs_of = (u >> np.uint64(32)).astype(np.int64)
-        vals = (u & np.uint64(0xFFFFFFFF)).astype(np.uint32)
-        bounds = np.searchsorted(docs_of, np.arange(n + 1))
-        for d in range(n):
-            if bounds[d + 1] > bounds[d]:
-                out[d] = vals[bounds[d]:bounds[d + 1]]
-        return out
-
-    # -- MinHash (datasketch affine32, vectorised)
-    def _fmix32(self, h):
-        np = self.np
-        with np.errstate(over="ignore"):
-            h = h ^ (h >> np.uint32(16))
-            h = h * np.uint32(0x85EBCA6B)
-            h = h ^ (h >> np.uint32(13))
-            h = h * np.uint32(0xC2B2AE35)
-            return h ^ (h >> np.uint32(16))
-
-    def matrix(self, hashes: list, batch_rows: int = 8192):
-        """(n, num_perm) uint32 MinHash values of many non-empty shingle-hash arrays; equal to
-        ``datasketch.MinHash(num_perm, seed, scheme="affine32")`` fed the same hashes."""
-        np = self.np
-        n = len(hashes)
-        out = np.empty((n, self.num_perm), dtype=np.uint32)
-        if not n:
-            return out
-        lens = np.array([len(h) for h in hashes], dtype=np.int64)
-        offs = np.concatenate([[0], np.cumsum(lens)])
-        allh = self._fmix32(np.concatenate(hashes))
-        buf = np.empty((max(batch_rows, int(lens.max())), self.num_perm), dtype=np.uint32)
-        i = 0
-        with np.errstate(over="ignore"):
-            while i < n:
-                j = max(i + 1, min(n, int(np.searchsorted(offs, offs[i] + batch_rows, side="right")) - 1))
-                s, e = offs[i], offs[j]
-                p = buf[:e - s]
-                np.multiply(allh[s:e, None], self.a[None, :], out=p)
-                np.add(p, self.b[None, :], out=p)
-                out[i:j] = np.minimum.reduceat(p, offs[i:j] - s, axis=0)
-                i = j
-        return out
-
-    def lean(self, row):
-        return self.ds.LeanMinHash(seed=self.seed, hashvalues=row, scheme=self.scheme)
-
-    def jaccard(self, a, b) -> float:
-        inter = len(self.np.intersect1d(a, b, assume_unique=True))
-        return inter / (len(a) + len(b) - inter)
-
-    def bands(self, threshold: float) -> tuple[int, int]:
-        """(bands, rows): the most selective banding that still makes a pair at the threshold a
-        candidate with probability >= 0.99 (0.85 -> 16 bands x 8 rows: p = 0.994)."""
-        for r in range(self.num_perm, 0, -1):
-            b = self.num_perm // r
-            if 1 - (1 - threshold ** r) ** b >= 0.99:
-                return b, r
-        return self.num_perm, 1
-
-    def band_collisions(self, m, threshold: float):
-        """Boolean mask of the rows of MinHash matrix ``m`` that share at least one LSH band value
-        with another row. A row without any shared band can never be a candidate pair, so it
-        need not enter the LSH index at all (same result, far fewer index operations)."""
-        np = self.np
-        b, r = self.bands(threshold)
-        hit = np.zeros(len(m), dtype=bool)
-        for band in range(b):
-            sl = np.ascontiguousarray(m[:, band * r:(band + 1) * r]).view(np.dtype((np.void, 4 * r))).ravel()
-            _, inv, cnt = np.unique(sl, return_inverse=True, return_counts=True)
-            hit |= cnt[inv.ravel()] > 1
-        return hit
-
-    def lsh(self, threshold: float):
-        return self.ds.MinHashLSH(threshold=threshold, num_perm=self.num_perm, params=self.bands(threshold))
-
-
-def _identity(x):
-    return x
 
 
 class _UnionFind:
@@ -1026,7 +868,8 @@ def mix_report(examples: list[tuple[chat.ChatExample, list[str]]], target: dict[
 # ------------------------------------------------------------------------------ main pipeline
 
 
-def _read_rows(opts: Options, counts: dict[str, int], oc_stats: dict[str, Any]) -> tuple[list[Row], list[dict]]:
+def _read_rows(opts: Options, counts: dict[str, int], oc_stats: dict[str, Any],
+               tools: list[dict[str, Any]] | None) -> tuple[list[Row], list[dict]]:
     rows: list[Row] = []
     inputs_info: list[dict[str, Any]] = []
     if opts.fmt == "openclaw" and not opts.inputs:
@@ -1048,7 +891,7 @@ def _read_rows(opts: Options, counts: dict[str, int], oc_stats: dict[str, Any]) 
         info: dict[str, Any] = {"file": p.name, "format": kind}
         before = len(rows)
         if kind == "openclaw":
-            rows += _read_openclaw(p, opts, counts, oc_stats, len(rows))
+            rows += _read_openclaw(p, opts, counts, oc_stats, len(rows), tools)
         elif kind in ("csv", "tsv"):
             rows += list(_read_csv_rows(p, "\t" if kind == "tsv" else ",", opts, len(rows), counts))
         else:
@@ -1062,7 +905,8 @@ def _read_rows(opts: Options, counts: dict[str, int], oc_stats: dict[str, Any]) 
     return rows, inputs_info
 
 
-def _read_openclaw(p: Path, opts: Options, counts: dict[str, int], st: dict[str, Any], start: int) -> list[Row]:
+def _read_openclaw(p: Path, opts: Options, counts: dict[str, int], st: dict[str, Any], start: int,
+                   tools: list[dict[str, Any]] | None) -> list[Row]:
     from . import openclaw_sessions as oc
 
     since, until = oc.parse_date_range(opts.date_range)
@@ -1073,7 +917,6 @@ def _read_openclaw(p: Path, opts: Options, counts: dict[str, int], st: dict[str,
     st.setdefault("feedback", {"positive": 0, "negative": 0, "other": 0})
     rows: list[Row] = []
     sys_prompt = opts.system
-    tools = _load_tools_file(opts.tools_file) if opts.tools_file else None
     for s in cli.progress(oc.iter_sessions(p, agent_id=opts.agent_id, since=since, until=until,
                                            on_skip=lambda reason, sid: skipped.update([reason])),
                           desc="sessions", unit="session"):
@@ -1121,7 +964,9 @@ def _read_openclaw(p: Path, opts: Options, counts: dict[str, int], st: dict[str,
     return rows
 
 
-def _load_tools_file(path: str) -> list[dict[str, Any]]:
+def load_tools_file(path: str) -> list[dict[str, Any]]:
+    """The tool definitions of a ``--tools FILE``: a JSON list (or ``{"tools": [...]}``) of objects;
+    UsageError (exit 2) when unreadable or of another shape."""
     p = jsonl.check_readable(path)
     try:
         data = json.loads(p.read_text(encoding="utf-8"))
@@ -1210,10 +1055,10 @@ def prepare(opts: Options) -> cli.Result:
     if opts.fmt != "openclaw" and (opts.agent_id or opts.date_range):
         raise UsageError("--agent-id/--date-range select OpenClaw sessions; use them with --from openclaw")
 
-    rows, inputs_info = _read_rows(opts, counts, oc_stats)
+    tools = load_tools_file(opts.tools_file) if opts.tools_file else None
+    rows, inputs_info = _read_rows(opts, counts, oc_stats, tools)
     fmt_counts: Counter = Counter()
     warn_codes: Counter = Counter()
-    tools = _load_tools_file(opts.tools_file) if opts.tools_file else None
     for r in cli.progress(rows, desc="convert", unit="row"):
         local: dict[str, int] = {}  # normalisations count only for rows that end up converted
         _convert(r, opts, local, fmt_counts)
@@ -1264,43 +1109,22 @@ def prepare(opts: Options) -> cli.Result:
             continue
         exact_first[k] = r.index
         survivors.append(r)
-    sig_maker = Signatures() if opts.near_dup else None
-    hashes: dict[int, Any] = {}
-    matrix_rows: dict[int, int] = {}
-    sig_matrix = None
-    if sig_maker is not None:
-        for r, h in zip(survivors, sig_maker.shingle_hashes_bulk([near_text(r.example) for r in survivors])):
-            if h is not None:
-                hashes[r.index] = h
-        order_idx = list(hashes)
-        sig_matrix = sig_maker.matrix([hashes[i] for i in order_idx])
-        matrix_rows = {i: n for n, i in enumerate(order_idx)}
-        lsh = sig_maker.lsh(opts.near_dup_threshold)
-        thr = opts.near_dup_threshold
-        collides = sig_maker.band_collisions(sig_matrix, thr)
-        for r in cli.progress(survivors, desc="near-dup", unit="ex"):
-            if r.index not in hashes or not collides[matrix_rows[r.index]]:
-                kept.append(r)  # no band shared with any other example: cannot be a near duplicate
-                continue
-            h = hashes[r.index]
-            lean = sig_maker.lean(sig_matrix[matrix_rows[r.index]])
-            best, best_j = None, -1.0
-            matches = []
-            for cand in lsh.query(lean):
-                j = sig_maker.jaccard(h, hashes[cand])
-                if j >= thr:
-                    matches.append(cand)
-                    if j > best_j or (j == best_j and cand < best):
-                        best, best_j = cand, j
-            if best is not None and not opts.keep_near_dups:
+    index = NearDupIndex(opts.near_dup_threshold) if opts.near_dup else None
+    if index is not None:
+        matched = index.extend(((r.index, near_text(r.example)) for r in survivors),
+                               drop_duplicates=not opts.keep_near_dups,
+                               progress=lambda it: cli.progress(it, desc="near-dup", unit="ex"))
+        for r in survivors:
+            matches = matched.get(r.index)
+            if matches and not opts.keep_near_dups:
+                best, best_j = matches[0]
                 removed.append({"reason": "near_duplicate", **r.ref(), "duplicate_of": by_index[best].ref(),
                                 "similarity": round(best_j, 4), "example": r.line_obj, "_i": r.index})
                 continue
-            if best is not None:  # --keep-near-dups: the whole cluster goes to one split
+            if matches:  # --keep-near-dups: the whole cluster goes to one split
                 near_pairs += 1
-                for cand in matches:
+                for cand, _ in matches:
                     uf.union(r.index, cand)
-            lsh.insert(r.index, lean, check_duplication=False)
             kept.append(r)
     else:
         kept = survivors
@@ -1369,7 +1193,7 @@ def prepare(opts: Options) -> cli.Result:
     timings["split"] = time.time() - t1
     t1 = time.time()
     # ---- leakage re-check
-    leakage = _check_leakage(split_rows, keys, hashes, sig_matrix, matrix_rows, sig_maker, opts)
+    leakage = _check_leakage(split_rows, keys, index)
     if opts.group_by:
         seen: dict[str, int] = {}
         bad = set()
@@ -1418,7 +1242,7 @@ def prepare(opts: Options) -> cli.Result:
                   "near_removed": sum(1 for d in removed if d["reason"] == "near_duplicate"),
                   "near_dup_enabled": opts.near_dup, "threshold": opts.near_dup_threshold,
                   "kept_near_dup_pairs": near_pairs if opts.keep_near_dups else 0,
-                  "method": "MinHash LSH (datasketch) candidates verified by exact Jaccard of hashed word 3-shingles of the conversation without system prompt", "lsh_bands_rows": list(sig_maker.bands(opts.near_dup_threshold)) if sig_maker else None},
+                  "method": "MinHash LSH (datasketch) candidates verified by exact Jaccard of hashed word 3-shingles of the conversation without system prompt", "lsh_bands_rows": list(index.params) if index is not None else None},
         "split": {"ratios": list(opts.split), "targets": dict(zip(SPLITS, split_targets(len(kept), opts.split))),
                   "units": len(units), "group_by": opts.group_by, "group_missing": group_missing if opts.group_by else None,
                   "stratify": strata_report},
@@ -1484,48 +1308,20 @@ def prepare(opts: Options) -> cli.Result:
                                                                  "removed")})
 
 
-def _check_leakage(split_rows: dict[int, list[Row]], keys: dict[int, str], hashes: dict[int, Any], sig_matrix,
-                   matrix_rows: dict[int, int], sig_maker: Signatures | None, opts: Options) -> dict[str, Any]:
+def _check_leakage(split_rows: dict[int, list[Row]], keys: dict[int, str],
+                   index: NearDupIndex | None) -> dict[str, Any]:
     """Re-check, independently of how the split was made, that no exact or near duplicate crosses
-    splits: exact keys by set intersection; near duplicates by re-banding the MinHash matrix of all
-    kept examples (numpy, not the LSH index used for dedup) and verifying every cross-split
-    candidate pair with the exact Jaccard of the hashed shingle sets."""
+    splits: exact keys by set intersection; near duplicates with ``NearDupIndex.pairs_across``
+    (re-bands the MinHash signatures of all kept examples with numpy, not the LSH used for dedup,
+    and verifies every cross-split candidate pair with the exact Jaccard)."""
     exact_sets = [set(keys[r.index] for r in split_rows[s]) for s in range(3)]
     exact = len(exact_sets[0] & exact_sets[1]) + len(exact_sets[0] & exact_sets[2]) + len(exact_sets[1] & exact_sets[2])
     out: dict[str, Any] = {"exact": exact, "near_dup": None, "checked": ["exact"]}
-    if sig_maker is None or sig_matrix is None:
+    if index is None:
         return out
-    np = sig_maker.np
-    members = [(r.index, s) for s in range(3) for r in split_rows[s] if r.index in matrix_rows]
-    if not members:
-        out["near_dup"] = 0
-        out["checked"].append("near_dup")
-        return out
-    idx = np.array([matrix_rows[i] for i, _ in members])
-    split_of = np.array([s for _, s in members])
-    keys_arr = np.array([i for i, _ in members])
-    m = np.ascontiguousarray(sig_matrix[idx])
-    b, r = sig_maker.bands(opts.near_dup_threshold)
-    pairs: set[tuple[int, int]] = set()
-    for band in range(b):
-        sl = np.ascontiguousarray(m[:, band * r:(band + 1) * r]).view(np.dtype((np.void, 4 * r))).ravel()
-        _, inv, cnt = np.unique(sl, return_inverse=True, return_counts=True)
-        multi = np.nonzero(cnt[inv] > 1)[0]
-        if not len(multi):
-            continue
-        groups: dict[int, list[int]] = defaultdict(list)
-        for pos in multi:
-            groups[int(inv[pos])].append(int(pos))
-        for g in groups.values():
-            if len({int(split_of[p]) for p in g}) < 2:
-                continue
-            for x in range(len(g)):
-                for y in range(x + 1, len(g)):
-                    if split_of[g[x]] != split_of[g[y]]:
-                        pairs.add((int(keys_arr[g[x]]), int(keys_arr[g[y]])))
-    out["near_dup"] = sum(1 for a, c in pairs
-                          if sig_maker.jaccard(hashes[a], hashes[c]) >= opts.near_dup_threshold)
-    out["near_dup_candidates_checked"] = len(pairs)
+    pairs, checked = index.pairs_across({r.index: s for s in range(3) for r in split_rows[s]})
+    out["near_dup"] = len(pairs)
+    out["near_dup_candidates_checked"] = checked
     out["checked"].append("near_dup")
     return out
 

@@ -310,10 +310,7 @@ def _count(st: _FileState, counter, limit, batch: list[tuple[int, Any]]) -> None
             except UsageError:
                 raise
             except Exception as exc:  # noqa: BLE001
-                st.add(Finding("token_count_failed", f"could not tokenize ({type(exc).__name__}: "
-                               f"{' '.join(str(exc).split())[:120]})",
-                               "check the tokenizer/chat template supports this example", line, None, None,
-                               "warning"))
+                st.add(_count_failed(exc, line))
                 results.append(None)
                 continue
             for n in notes:
@@ -338,12 +335,15 @@ def _count(st: _FileState, counter, limit, batch: list[tuple[int, Any]]) -> None
             except UsageError:
                 raise
             except Exception as exc:  # noqa: BLE001
-                st.add(Finding("token_count_failed", f"could not tokenize ({type(exc).__name__}: "
-                               f"{' '.join(str(exc).split())[:120]})",
-                               "check the tokenizer/chat template supports this example", line, None, None,
-                               "warning"))
+                st.add(_count_failed(exc, line))
                 results.append(None)
     _tally(st, limit, batch, results)
+
+
+def _count_failed(exc: Exception, line: int) -> Finding:
+    return Finding("token_count_failed", f"could not tokenize ({type(exc).__name__}: "
+                   f"{' '.join(str(exc).split())[:120]})",
+                   "check the tokenizer/chat template supports this example", line, None, None, "warning")
 
 
 def _tally(st: _FileState, limit, batch, results) -> None:
