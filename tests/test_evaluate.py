@@ -232,12 +232,14 @@ def test_template_messages_inline_tool_calls_for_tool_unaware_templates():
             {"role": "assistant", "tool_calls": [{"id": "c1", "type": "function",
                                                   "function": {"name": "w", "arguments": "{\"city\": \"Paris\"}"}}]},
             {"role": "tool", "tool_call_id": "c1", "content": "sunny"}]
-    inline = ev.template_messages(msgs, native_tools=False)
+    from finetune_kit.templating import template_messages
+
+    inline = template_messages(msgs, inline_tool_calls=True)
     assert inline[1]["content"] == '<tool_call>{"name": "w", "arguments": {"city": "Paris"}}</tool_call>'
     from finetune_kit import metrics as M
     assert M.parse_tool_calls(inline[1]["content"]) == [{"name": "w", "arguments": {"city": "Paris"}}]
-    assert ev.template_messages([{"role": "developer", "content": "be terse"}], False)[0]["role"] == "system"
-    native = ev.template_messages(msgs, native_tools=True)
+    assert template_messages([{"role": "developer", "content": "be terse"}])[0]["role"] == "system"
+    native = template_messages(msgs)
     assert native[1]["tool_calls"][0]["function"] == {"name": "w", "arguments": {"city": "Paris"}}
     assert native[2]["tool_call_id"] == "c1"
 
@@ -294,7 +296,10 @@ def test_render_prompt_with_tool_aware_and_tool_unaware_templates(smollm2_dir):
     text = ev.render_prompt(tok, item)
     assert text.startswith("TOOLS:w;") and 'CALL w {"city": "Paris"}' in text and "<tool_call>" not in text
     assert text.endswith("[assistant]")
-    assert ev.template_caps(tok) == (True, True)
+    from finetune_kit.templating import inspect_template
+
+    info = inspect_template(tok)
+    assert (info.supports_tools, info.renders_tool_calls) == (True, True)
     tok.chat_template = None
     with pytest.raises(ev.UsageError, match="no chat template"):
         ev.render_prompt(tok, item)

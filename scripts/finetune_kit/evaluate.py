@@ -189,76 +189,17 @@ def plan_sides(base_model: str | None, adapter: str | None, model_b: str | None,
     return base_model, a, b
 
 
-_PROBE_TOOL = "zz_probe_tool_name"
-_CAPS_CACHE: dict[tuple[int, str], tuple[bool, bool]] = {}
-
-
-def template_caps(tok) -> tuple[bool, bool]:
-    """(renders tool definitions, renders assistant tool_calls), found by rendering a probe."""
-    tpl = getattr(tok, "chat_template", None) or ""
-    if isinstance(tpl, dict):
-        tpl = json.dumps(tpl, sort_keys=True)
-    key = (id(tok), tpl)
-    if key in _CAPS_CACHE:
-        return _CAPS_CACHE[key]
-    tool = {"type": "function", "function": {"name": _PROBE_TOOL, "description": "probe",
-                                             "parameters": {"type": "object", "properties": {}}}}
-    base = [{"role": "user", "content": "hi"}]
-    try:
-        tools_ok = _PROBE_TOOL in tok.apply_chat_template(base, tools=[tool], tokenize=False,
-                                                          add_generation_prompt=True)
-    except Exception:  # noqa: BLE001 - a template may reject tools outright
-        tools_ok = False
-    call = {"role": "assistant", "content": "", "tool_calls": [
-        {"id": "c1", "type": "function", "function": {"name": _PROBE_TOOL, "arguments": {}}}]}
-    try:
-        calls_ok = _PROBE_TOOL in tok.apply_chat_template(base + [call], tools=[tool] if tools_ok else None,
-                                                          tokenize=False)
-    except Exception:  # noqa: BLE001
-        calls_ok = False
-    _CAPS_CACHE[key] = (tools_ok, calls_ok)
-    return tools_ok, calls_ok
-
-
-def template_messages(messages: list[dict], native_tools: bool) -> list[dict]:
-    """Messages as chat templates expect them (as train_lora.py renders them for training).
-
-    ``developer`` becomes ``system`` and legacy ``function`` becomes ``tool``; content is
-    text; tool-call arguments are passed decoded. Templates that do not render tool calls
-    get them inline as ``<tool_call>{"name": ..., "arguments": {...}}</tool_call>`` lines,
-    a shape the tool-call parser reads back.
-    """
-    out = []
-    for m in messages:
-        role = {"developer": "system", "function": "tool"}.get(m["role"], m["role"])
-        d: dict[str, Any] = {"role": role, "content": chat.content_text(m.get("content"))}
-        if m.get("name"):
-            d["name"] = m["name"]
-        calls = m.get("tool_calls") or []
-        if calls:
-            parsed = [{"name": c["function"]["name"],
-                       "arguments": M._decode_args(c["function"]["arguments"])} for c in calls]
-            if native_tools:
-                d["tool_calls"] = [{"id": c.get("id"), "type": "function", "function": p}
-                                   for c, p in zip(calls, parsed)]
-            else:
-                inline = "\n".join("<tool_call>" + json.dumps(p, ensure_ascii=False) + "</tool_call>"
-                                   for p in parsed)
-                d["content"] = (d["content"] + "\n" + inline) if d["content"] else inline
-        if m.get("tool_call_id"):
-            d["tool_call_id"] = m["tool_call_id"]
-        out.append(d)
-    return out
-
-
 def render_prompt(tok, item: TestItem) -> str:
     if not getattr(tok, "chat_template", None):
         raise UsageError("the model's tokenizer has no chat template: use an instruct/chat model (or an "
                          "adapter saved with its tokenizer), or score outputs with --predictions-a/-b")
-    tools_ok, calls_ok = template_caps(tok)
-    msgs = template_messages(item.prompt_messages, calls_ok)
+    from . import templating
+
+    # the same message conversion as training; tool calls inline where the template drops them
+    info = templating.inspect_template(tok)
+    msgs = templating.template_messages(item.prompt_messages, inline_tool_calls=not info.renders_tool_calls)
     kw: dict[str, Any] = {"tokenize": False, "add_generation_prompt": True}
-    if tools_ok and item.tools:
+    if info.supports_tools and item.tools:
         kw["tools"] = item.tools  # OpenAI shape {"type": "function", "function": {...}}, as HF templates expect
     try:
         text = tok.apply_chat_template(msgs, **kw)

@@ -32,7 +32,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from .chat import ChatExample, content_text
+from .chat import ChatExample, Message, content_text
 
 IGNORE_INDEX = -100
 
@@ -71,15 +71,20 @@ class Span:
 
 # ----------------------------------------------------------------- message conversion
 
-def template_messages(example: ChatExample) -> list[dict[str, Any]]:
-    """The example's messages as the dicts HF chat templates expect.
+def template_messages(example: ChatExample | list, *, inline_tool_calls: bool = False) -> list[dict[str, Any]]:
+    """The messages (of an example, or a list of messages/dicts) as HF chat templates expect.
 
     ``developer`` becomes ``system`` and legacy ``function`` becomes ``tool``; content parts
     are joined to a string (``""`` when absent, since many templates concatenate it);
     tool-call ``arguments`` are passed decoded (templates apply ``tojson`` themselves).
+    ``inline_tool_calls`` is for templates that do not render tool calls (evaluation
+    prompts): each call becomes a ``<tool_call>{"name": ..., "arguments": {...}}</tool_call>``
+    line of the content, a shape ``metrics.parse_tool_calls`` reads back.
     """
+    messages = example.messages if isinstance(example, ChatExample) else [
+        m if isinstance(m, Message) else Message.model_validate(m) for m in example]
     out = []
-    for m in example.messages:
+    for m in messages:
         role = {"developer": "system", "function": "tool"}.get(m.role, m.role)
         d: dict[str, Any] = {"role": role, "content": content_text(m.content)}
         if m.name is not None:
@@ -93,7 +98,12 @@ def template_messages(example: ChatExample) -> list[dict[str, Any]]:
                     args = tc.function.arguments
                 calls.append({"id": tc.id, "type": "function",
                               "function": {"name": tc.function.name, "arguments": args}})
-            d["tool_calls"] = calls
+            if inline_tool_calls:
+                inline = "\n".join("<tool_call>" + json.dumps(c["function"], ensure_ascii=False)
+                                   + "</tool_call>" for c in calls)
+                d["content"] = (d["content"] + "\n" + inline) if d["content"] else inline
+            else:
+                d["tool_calls"] = calls
         if m.tool_call_id is not None:
             d["tool_call_id"] = m.tool_call_id
         out.append(d)
