@@ -58,7 +58,8 @@ def handle(args) -> cli.Result:
         at = f" at step {f['step']}" if f["step"] is not None else ""
         lines.append(f"{icon[f['severity']]} {f['code']}{at}: {f['message']}")
         lines.append(f"     fix: {f['fix']}")
-    lines.append(f"best_step: {res['best_step']} ({res['best_step_reason']})")
+    best = "none" if res["best_step"] is None else res["best_step"]
+    lines.append(f"best_step: {best} ({res['best_step_reason']})")
     if doc["plot"]:
         lines.append(f"plot: {doc['plot']}")
     summary = {"codes": [f["code"] for f in res["findings"]], "best_step": res["best_step"]}
