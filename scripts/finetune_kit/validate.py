@@ -441,7 +441,8 @@ def format_report(doc: dict, max_errors: int | None = None) -> str:
                                     ("warnings", f["warnings"], f["warning_count"])):
             if not total:
                 continue
-            out.append(f"first {min(shown, total)} of {total} {label}:" if total > shown else f"{label}:")
+            out.append(f"first {min(shown, total)} of {total} {label} ({_see_all(f['file'], total)}):"
+                       if total > shown else f"{label}:")
             for x in items[:shown]:
                 fd = Finding(**x)
                 out.append(f"  {fd.one_line()}")
@@ -456,6 +457,15 @@ def format_report(doc: dict, max_errors: int | None = None) -> str:
     verdict = "valid (warnings do not block)" if doc["valid"] else "NOT valid: fix the errors above (exit 1)"
     out.append(f"result: {verdict}")
     return "\n".join(out)
+
+
+def _see_all(file: str, total: int) -> str:
+    """The exact command that lists every finding of a file whose text report was cut."""
+    script = Path(__file__).resolve().parents[1] / "validate_jsonl.py"
+    if total > STORE_CAP:
+        return (f"the first {STORE_CAP:,} of them: python3 {script} {file} --max-errors {STORE_CAP}; "
+                f"fix those and rerun")
+    return f"all of them: python3 {script} {file} --max-errors {total}, or add --json"
 
 
 def summary(doc: dict) -> dict:
