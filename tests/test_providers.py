@@ -153,7 +153,7 @@ def test_lookups_aliases_tiers_and_errors(data):
     assert data.offering(t, "llama-3.1-70b").id == "lora-70b-100b"   # size read from the name
     assert data.offering(data.provider("fireworks"), params_b=16).id == "up-to-16b"
     assert data.offering(data.provider("fireworks"), params_b=16.05).id == "16b-80b"   # above 16B
-    assert data.offering(t, params_b=16.5).id == "lora-17b-69b"                        # gap: next tier up
+    assert data.offering(t, params_b=16.05).id == "lora-16b-69b"                       # gap: next tier up
     with pytest.raises(UsageError, match="no price tier"):
         data.offering(t, params_b=405)
     with pytest.raises(UsageError, match="unknown provider"):
