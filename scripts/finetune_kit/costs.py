@@ -750,8 +750,8 @@ def format_report(doc: dict[str, Any]) -> str:
         bl = doc.get("baseline") or {}
         if bl.get("input_price") is not None:
             st = f", {bl['status']}" if bl.get("status") else ""
-            cached = f", cached {bl['cached_price']:.3g}" if bl.get("cached_price") is not None else ""
-            out.append(f"Baseline:   today's model {bl['model']} ({bl['input_price']:.3g}/{bl['output_price']:.3g} $ per 1M "
+            cached = f", cached {bl['cached_price']:.3f}".rstrip("0") if bl.get("cached_price") is not None else ""
+            out.append(f"Baseline:   today's model {bl['model']} (${bl['input_price']:.2f}/${bl['output_price']:.2f} per 1M "
                        f"in/out{cached}{st}) [{bl['origin']}]")
         if t["tokens_per_epoch"] is not None:
             ex = f", {t['examples']:,} examples" if t["examples"] is not None else ""
@@ -793,6 +793,11 @@ def format_report(doc: dict[str, Any]) -> str:
                            f"{r['training_hours']:,.2f}", money(r["training_cost"]), money(r["fixed_monthly_cost"]),
                            money(r["monthly_savings"]), _months(r["break_even_months"])) for r in rows],
                          "lllrrrrrr"))
+        for r in rows:
+            if r["price_basis"]:
+                out.append(f"{r['provider']} {r['gpu']}: ${r['price_per_hour']:.4g}/h = {r['price_basis']}; "
+                           f"hours = {r['hours_breakdown']['load']:.2f} load + {r['hours_breakdown']['train']:.2f} "
+                           f"training + {r['hours_breakdown']['eval']:.2f} evaluation")
         skipped = [f"{r['gpu']}" for r in sh["options"] if not r["fits"]]
         if skipped:
             out.append(f"(does not fit on one GPU even with QLoRA: {', '.join(sorted(set(skipped)))})")
