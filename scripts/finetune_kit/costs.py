@@ -460,43 +460,123 @@ def prompt_only_rows(d: P.DataFile, b: Baseline, w: Workload, on: _dt.date,
     return rows
 
 
+def _months_left(status: dict | None, on: _dt.date) -> float | None:
+    if status and status["retires"] and status["status"] != "retired":
+        return round((_dt.date.fromisoformat(status["retires"]) - on).days / DAYS_PER_MONTH, 2)
+    return None
+
+
+def _estimate_warnings(w: Workload, b: Baseline, prices: dict, main: dict, have_roi_input: bool,
+                       status: dict | None, months_left: float | None, po_rows: list[dict]) -> list[str]:
+    """Warnings about the numbers themselves: missing cached prices, a dearer fine-tune, a shutdown before
+    break-even, and a prompt-only switch that saves as much as fine-tuning."""
+    out = []
+    if w.cached_share and (b.cached_price is None or (have_roi_input and prices["ft_cached_price"] is None)):
+        out.append("--cached-share is set but a cached-input price is missing (baseline or fine-tuned): "
+                   "those cached tokens are billed at the full input price (pass --base-cached-price/"
+                   "--ft-cached-price)")
+    if have_roi_input and main["training_cost"] is None and w.training_tokens is None:
+        out.append("no training data size: pass --train FILE or --training-tokens N for the training cost")
+    if (main["base_cost_per_request"] is not None and main["ft_cost_per_request"] is not None
+            and main["ft_cost_per_request"] > main["base_cost_per_request"]):
+        out.append("the fine-tuned model costs MORE per request than the base model "
+                   f"({money(main['ft_cost_per_request'], True)} vs {money(main['base_cost_per_request'], True)}): "
+                   "fine-tuned token prices are higher, so savings only come from a much shorter prompt")
+    if months_left is not None:
+        bem = main["break_even_months"]
+        if bem is None or bem > months_left:
+            out.append(f"does not pay back before the shutdown on {status['retires']} "
+                       f"({months_left} months away)" + ("" if bem is None else f"; break-even needs {bem} months"))
+    if po_rows and main["monthly_savings"] is not None:
+        best = max(po_rows, key=lambda r: r["monthly_savings"] if r["monthly_savings"] is not None else -1e18)
+        if best["monthly_savings"] is not None and best["monthly_savings"] >= main["monthly_savings"]:
+            out.append(f"switching to {best['provider']}/{best['model']} with the same prompt and NO fine-tune "
+                       f"saves {money(best['monthly_savings'])}/month, at least as much as fine-tuning "
+                       f"({money(main['monthly_savings'])}): measure its quality first")
+    return out
+
+
+def _assumptions_for(d: P.DataFile, w: Workload, params_b: float) -> list[dict[str, Any]]:
+    """How the workload and the self-hosted estimate were derived (epochs, tokens, throughput, hours)."""
+    out: list[dict[str, Any]] = []
+    out.append({"name": "epochs", "value": w.epochs, "origin": w.epochs_source,
+                        "note": "OpenAI heuristic: 3; if n*3 < 100 then min(25, 100 // n); if n*3 > 25000 "
+                                "then max(1, 25000 // n)" if w.epochs_source.startswith("auto") else None})
+    if w.training_tokens is not None:
+        out.append({"name": "training_tokens_per_epoch", "value": w.training_tokens,
+                            "origin": "counted" if w.counted_from else "flag", "tokenizer": w.tokenizer,
+                            "files": w.counted_from})
+    for name, val in (("base_prompt_tokens", w.base_prompt_tokens), ("ft_prompt_tokens", w.ft_prompt_tokens),
+                      ("output_tokens", w.output_tokens), ("cached_share", w.cached_share)):
+        out.append({"name": name, "value": val, "origin": "flag"})
+
+    ref = d.throughput_reference
+    out.append({
+        "name": "self_hosted_throughput", "origin": "derived",
+        "value": f"{ref.lora_tokens_per_s:g} tok/s x (GPU TFLOPS / {d.gpu_specs[ref.gpu].peak_bf16_tflops:g}) "
+                 f"x ({ref.params_b:g}B / {params_b:g}B)",
+        "note": (f"reference: {ref.model} LoRA on {d.gpu_specs[ref.gpu].name}, {ref.setup} "
+                 f"({ref.lora_tokens_per_s:g} tok/s, {ref.lora_memory_gib:g} GiB; QLoRA {ref.qlora_tokens_per_s:g} "
+                 f"tok/s, {ref.qlora_memory_gib:g} GiB); scaling by peak TFLOPS assumes the same utilisation, "
+                 f"so faster GPUs are estimated optimistically - measure with train_lora.py and pass --throughput"),
+        "as_of": ref.as_of, "source": ref.source})
+    out.append({"name": "self_hosted_training_hours", "origin": "derived",
+                        "value": "model load + training + evaluations",
+                        "note": (f"load = {BF16_BYTES_PER_PARAM} bytes/param / {LOAD_GB_PER_S:g} GB/s + "
+                                 f"{STARTUP_S:g} s; evaluations = {w.evals} x held-out tokens "
+                                 f"({'--eval-tokens' if w.eval_tokens is not None else f'{DEFAULT_EVAL_SHARE:.0%} of the training tokens'})"
+                                 f" at {EVAL_SPEEDUP:g}x the training throughput (forward only)")})
+    out.append({"name": "self_hosted_params_b", "value": params_b, "origin": w.params_source})
+    out.append({"name": "self_hosted_serving", "value": HOURS_PER_MONTH, "unit": "GPU-hours per month",
+                        "origin": "derived", "note": "one GPU of the same type running 24/7 serves the load "
+                                                     "(capacity not checked); marginal cost per token ~0"})
+    return out
+
+
+def _target(d: P.DataFile, provider: str | None, model: str | None, w: Workload, on: _dt.date,
+            warnings: list[str]) -> tuple[P.Provider | None, P.Offering | None, dict | None, int]:
+    """The offering to fine-tune (or none), its status, and exit code 1 when it is retired."""
+    if not provider:
+        if model:
+            raise UsageError("--model needs --provider")
+        return None, None, None, 0
+    p = d.provider(provider)
+    if p.kind != "managed":
+        raise UsageError(f"{p.id} is GPU rental/own hardware: its numbers are in the self_hosted "
+                         f"section; pick a managed --provider for the API comparison, or use --gpu ID")
+    m = d.offering(p, model, params_b=w.params_b if w.params_source == "flag" else None)
+    st = P.status_of(p, m, on)
+    warnings.extend(st.warnings)
+    warnings.extend(_limit_warnings(p, m, w))
+    if w.params_source == "default":
+        size = m.params_b or (P._size_from_name(model.lower()) if (model and m.params_range_b) else None)
+        if size:
+            w.params_b, w.params_source = size, "model"
+    return p, m, st.to_json(), 1 if st.status == "retired" else 0
+
+
+def _baseline_warnings(b: Baseline, p: P.Provider | None, m: P.Offering | None, ov: Overrides) -> list[str]:
+    out = []
+    if b.status is not None and b.origin.startswith("current_model") and b.status.status != "available":
+        out.append(f"today's model {b.label} is {b.status.label}: "
+                   + ("it no longer answers - the baseline is what you would pay if it did"
+                      if b.status.status == "retired" else
+                      "you must move off it by then whether or not you fine-tune"))
+    if p is not None and not ov.current_model and b.origin == "offering":
+        out.append(f"no --current-model: the baseline is {p.id}/{m.id}'s own base price; if you run a "
+                   f"bigger model today (e.g. gpt-4.1), pass --current-model NAME so the savings are "
+                   f"measured against what you actually pay")
+    return out
+
+
 def estimate(d: P.DataFile, w: Workload, *, provider: str | None, model: str | None,
              ov: Overrides, on: _dt.date, compare: bool = False) -> tuple[dict[str, Any], int]:
     """The estimate_costs document and its exit code (1 when the chosen offering is retired)."""
     assumptions: list[dict[str, Any]] = []
     warnings: list[str] = []
-    exit_code = 0
-    p = m = None
-    status = None
-    if provider:
-        p = d.provider(provider)
-        if p.kind != "managed":
-            raise UsageError(f"{p.id} is GPU rental/own hardware: its numbers are in the self_hosted "
-                             f"section; pick a managed --provider for the API comparison, or use --gpu ID")
-        m = d.offering(p, model, params_b=w.params_b if w.params_source == "flag" else None)
-        st = P.status_of(p, m, on)
-        status = st.to_json()
-        warnings.extend(st.warnings)
-        if st.status == "retired":
-            exit_code = 1
-        warnings.extend(_limit_warnings(p, m, w))
-        if w.params_source == "default":
-            size = m.params_b or (P._size_from_name(model.lower()) if (model and m.params_range_b) else None)
-            if size:
-                w.params_b, w.params_source = size, "model"
-    elif model:
-        raise UsageError("--model needs --provider")
-
+    p, m, status, exit_code = _target(d, provider, model, w, on, warnings)
     b = resolve_baseline(d, p, m, ov, on, assumptions)
-    if b.status is not None and b.origin.startswith("current_model") and b.status.status != "available":
-        warnings.append(f"today's model {b.label} is {b.status.label}: "
-                        + ("it no longer answers - the baseline is what you would pay if it did"
-                           if b.status.status == "retired" else
-                           "you must move off it by then whether or not you fine-tune"))
-    if p is not None and not ov.current_model and b.origin == "offering":
-        warnings.append(f"no --current-model: the baseline is {p.id}/{m.id}'s own base price; if you run a "
-                        f"bigger model today (e.g. gpt-4.1), pass --current-model NAME so the savings are "
-                        f"measured against what you actually pay")
+    warnings.extend(_baseline_warnings(b, p, m, ov))
     prices = resolve_prices(p, m, w.method, ov, assumptions)
     main = roi(training_tokens=w.training_tokens, epochs=w.epochs, train_price=prices["train_price"],
                base_prompt_tokens=w.base_prompt_tokens, ft_prompt_tokens=w.ft_prompt_tokens,
@@ -511,45 +591,10 @@ def estimate(d: P.DataFile, w: Workload, *, provider: str | None, model: str | N
             if k not in ("requests_per_month", "base_cost_per_request", "monthly_base_cost"):
                 main[k] = None
 
-    if w.cached_share and (b.cached_price is None or (have_roi_input and prices["ft_cached_price"] is None)):
-        warnings.append("--cached-share is set but a cached-input price is missing (baseline or fine-tuned): "
-                        "those cached tokens are billed at the full input price (pass --base-cached-price/"
-                        "--ft-cached-price)")
-    if have_roi_input and main["training_cost"] is None and w.training_tokens is None:
-        warnings.append("no training data size: pass --train FILE or --training-tokens N for the training cost")
-    if (main["base_cost_per_request"] is not None and main["ft_cost_per_request"] is not None
-            and main["ft_cost_per_request"] > main["base_cost_per_request"]):
-        warnings.append("the fine-tuned model costs MORE per request than the base model "
-                        f"({money(main['ft_cost_per_request'], True)} vs {money(main['base_cost_per_request'], True)}): "
-                        "fine-tuned token prices are higher, so savings only come from a much shorter prompt")
-    months_left = None
-    if status and status["retires"] and status["status"] != "retired":
-        months_left = round((_dt.date.fromisoformat(status["retires"]) - on).days / DAYS_PER_MONTH, 2)
-        bem = main["break_even_months"]
-        if bem is None or bem > months_left:
-            warnings.append(f"does not pay back before the shutdown on {status['retires']} "
-                            f"({months_left} months away)" + ("" if bem is None else f"; break-even needs {bem} months"))
-
+    months_left = _months_left(status, on)
     extra = [(p.id, m.id)] if (p is not None and m is not None and b.origin.startswith("current_model")) else []
     po_rows = prompt_only_rows(d, b, w, on, extra) if w.base_prompt_tokens is not None else []
-    if po_rows and main["monthly_savings"] is not None:
-        best = max(po_rows, key=lambda r: r["monthly_savings"] if r["monthly_savings"] is not None else -1e18)
-        if best["monthly_savings"] is not None and best["monthly_savings"] >= main["monthly_savings"]:
-            warnings.append(f"switching to {best['provider']}/{best['model']} with the same prompt and NO fine-tune "
-                            f"saves {money(best['monthly_savings'])}/month, at least as much as fine-tuning "
-                            f"({money(main['monthly_savings'])}): measure its quality first")
-
-    # epochs / tokens / workload assumptions
-    assumptions.append({"name": "epochs", "value": w.epochs, "origin": w.epochs_source,
-                        "note": "OpenAI heuristic: 3; if n*3 < 100 then min(25, 100 // n); if n*3 > 25000 "
-                                "then max(1, 25000 // n)" if w.epochs_source.startswith("auto") else None})
-    if w.training_tokens is not None:
-        assumptions.append({"name": "training_tokens_per_epoch", "value": w.training_tokens,
-                            "origin": "counted" if w.counted_from else "flag", "tokenizer": w.tokenizer,
-                            "files": w.counted_from})
-    for name, val in (("base_prompt_tokens", w.base_prompt_tokens), ("ft_prompt_tokens", w.ft_prompt_tokens),
-                      ("output_tokens", w.output_tokens), ("cached_share", w.cached_share)):
-        assumptions.append({"name": name, "value": val, "origin": "flag"})
+    warnings.extend(_estimate_warnings(w, b, prices, main, have_roi_input, status, months_left, po_rows))
 
     # self-hosted alternative
     params_b = w.params_b
@@ -558,26 +603,7 @@ def estimate(d: P.DataFile, w: Workload, *, provider: str | None, model: str | N
                                   requests_per_month=w.requests_per_month, gpu=ov.gpu, gpu_price=ov.gpu_price,
                                   power_price=ov.power_price, gpu_watts=ov.gpu_watts, throughput=ov.throughput,
                                   eval_tokens=w.eval_tokens, evals=w.evals, on=on)
-    ref = d.throughput_reference
-    assumptions.append({
-        "name": "self_hosted_throughput", "origin": "derived",
-        "value": f"{ref.lora_tokens_per_s:g} tok/s x (GPU TFLOPS / {d.gpu_specs[ref.gpu].peak_bf16_tflops:g}) "
-                 f"x ({ref.params_b:g}B / {params_b:g}B)",
-        "note": (f"reference: {ref.model} LoRA on {d.gpu_specs[ref.gpu].name}, {ref.setup} "
-                 f"({ref.lora_tokens_per_s:g} tok/s, {ref.lora_memory_gib:g} GiB; QLoRA {ref.qlora_tokens_per_s:g} "
-                 f"tok/s, {ref.qlora_memory_gib:g} GiB); scaling by peak TFLOPS assumes the same utilisation, "
-                 f"so faster GPUs are estimated optimistically - measure with train_lora.py and pass --throughput"),
-        "as_of": ref.as_of, "source": ref.source})
-    assumptions.append({"name": "self_hosted_training_hours", "origin": "derived",
-                        "value": "model load + training + evaluations",
-                        "note": (f"load = {BF16_BYTES_PER_PARAM} bytes/param / {LOAD_GB_PER_S:g} GB/s + "
-                                 f"{STARTUP_S:g} s; evaluations = {w.evals} x held-out tokens "
-                                 f"({'--eval-tokens' if w.eval_tokens is not None else f'{DEFAULT_EVAL_SHARE:.0%} of the training tokens'})"
-                                 f" at {EVAL_SPEEDUP:g}x the training throughput (forward only)")})
-    assumptions.append({"name": "self_hosted_params_b", "value": params_b, "origin": w.params_source})
-    assumptions.append({"name": "self_hosted_serving", "value": HOURS_PER_MONTH, "unit": "GPU-hours per month",
-                        "origin": "derived", "note": "one GPU of the same type running 24/7 serves the load "
-                                                     "(capacity not checked); marginal cost per token ~0"})
+    assumptions.extend(_assumptions_for(d, w, params_b))
     doc: dict[str, Any] = {
         "provider": p.id if p else None, "model": m.id if m else None, "method": w.method,
         "judged_on": on.isoformat(), "data_as_of": d.as_of.isoformat(),
@@ -602,6 +628,43 @@ def estimate(d: P.DataFile, w: Workload, *, provider: str | None, model: str | N
 
 # ---------------------------------------------------------------------- compare
 
+def _managed_row(p: P.Provider, m: P.Offering, st: P.Status, w: Workload, b: Baseline) -> dict[str, Any]:
+    """One --compare row for a managed offering: training, per-request, fixed and monthly cost vs the baseline."""
+    tp = m.training_price.get(w.method)
+    fixed = m.fixed_monthly_cost()
+    own_base = b.input_price is None
+    r = roi(training_tokens=w.training_tokens, epochs=w.epochs, train_price=tp,
+            base_prompt_tokens=w.base_prompt_tokens, ft_prompt_tokens=w.ft_prompt_tokens,
+            output_tokens=w.output_tokens,
+            base_input_price=m.base_input_price if own_base else b.input_price,
+            base_output_price=m.base_output_price if own_base else b.output_price,
+            base_cached_price=m.base_cached_price if own_base else b.cached_price,
+            ft_input_price=m.ft_input_price, ft_output_price=m.ft_output_price,
+            ft_cached_price=m.ft_cached_price, cached_share=w.cached_share,
+            requests_per_month=w.requests_per_month, fixed_monthly_cost=fixed)
+    notes = []
+    if st.status == "retiring":
+        notes.append(f"RETIRING {st.date}")
+    if tp is None:
+        notes.append(f"no {w.method} price")
+    if m.ft_input_price is None:
+        notes.append("no inference price")
+    if m.serving in ("hosted", "dedicated") and fixed is not None:
+        gpus = f" x {m.hosting_gpus}" if m.hosting_gpus > 1 else ""
+        notes.append(f"{m.serving}: ${m.hosting_per_hour:g}/h{gpus} 24/7")
+    if fixed is None:
+        notes.append(f"{m.serving} serving price unknown")
+    if m.caveat:
+        notes.append(m.caveat)
+    return {"provider": p.id, "model": m.id, "kind": "managed", "status": st.label,
+            "train_price": tp, "training_cost": r["training_cost"],
+            "ft_cost_per_request": r["ft_cost_per_request"], "base_cost_per_request": r["base_cost_per_request"],
+            "fixed_monthly_cost": r["fixed_monthly_cost"], "monthly_ft_cost": r["monthly_ft_cost"],
+            "monthly_savings": r["monthly_savings"], "break_even_months": r["break_even_months"],
+            "pays_back": r["pays_back"], "serving": m.serving, "warnings": st.warnings,
+            "note": "; ".join(notes) or None, "as_of": m.as_of, "source": m.source}
+
+
 def compare_rows(d: P.DataFile, w: Workload, *, on: _dt.date, ov: Overrides, baseline: Baseline) -> dict[str, Any]:
     """The same workload across every non-retired offering, rented GPUs, and prompt-only switches."""
     b = baseline
@@ -622,38 +685,7 @@ def compare_rows(d: P.DataFile, w: Workload, *, on: _dt.date, ov: Overrides, bas
                 excluded.append({"provider": p.id, "model": m.id, "status": st.label,
                                  "reason": st.warnings[0] if st.warnings else "retired"})
                 continue
-            tp = m.training_price.get(w.method)
-            fixed = m.fixed_monthly_cost()
-            r = roi(training_tokens=w.training_tokens, epochs=w.epochs, train_price=tp,
-                    base_prompt_tokens=w.base_prompt_tokens, ft_prompt_tokens=w.ft_prompt_tokens,
-                    output_tokens=w.output_tokens,
-                    base_input_price=b.input_price if b.input_price is not None else m.base_input_price,
-                    base_output_price=b.output_price if b.output_price is not None else m.base_output_price,
-                    base_cached_price=b.cached_price if b.input_price is not None else m.base_cached_price,
-                    ft_input_price=m.ft_input_price, ft_output_price=m.ft_output_price,
-                    ft_cached_price=m.ft_cached_price, cached_share=w.cached_share,
-                    requests_per_month=w.requests_per_month, fixed_monthly_cost=fixed)
-            notes = []
-            if st.status == "retiring":
-                notes.append(f"RETIRING {st.date}")
-            if tp is None:
-                notes.append(f"no {w.method} price")
-            if m.ft_input_price is None:
-                notes.append("no inference price")
-            if m.serving in ("hosted", "dedicated") and fixed is not None:
-                notes.append(f"{m.serving}: ${m.hosting_per_hour:g}/h" + (f" x {m.hosting_gpus}" if m.hosting_gpus > 1 else "")
-                             + " 24/7")
-            if fixed is None:
-                notes.append(f"{m.serving} serving price unknown")
-            rows.append({"provider": p.id, "model": m.id, "kind": "managed", "status": st.label,
-                         "train_price": tp, "training_cost": r["training_cost"],
-                         "ft_cost_per_request": r["ft_cost_per_request"],
-                         "base_cost_per_request": r["base_cost_per_request"],
-                         "fixed_monthly_cost": r["fixed_monthly_cost"],
-                         "monthly_ft_cost": r["monthly_ft_cost"], "monthly_savings": r["monthly_savings"],
-                         "break_even_months": r["break_even_months"], "pays_back": r["pays_back"],
-                         "serving": m.serving, "warnings": st.warnings, "note": "; ".join(notes) or None,
-                         "as_of": m.as_of, "source": m.source})
+            rows.append(_managed_row(p, m, st, w, b))
     base_cpr = request_cost(w.base_prompt_tokens, w.output_tokens, b.input_price, b.output_price,
                             cached_share=w.cached_share, cached_price=b.cached_price)
     for s in self_hosted_options(d, params_b=params_b, training_tokens=w.training_tokens, epochs=w.epochs,
@@ -731,10 +763,37 @@ def count_training_files(paths: list[str], *, tokenizer: str | None = None,
 def _months(x: float | None) -> str:
     if x is None:
         return "n/a"
+    if x == 0:
+        return "immediate"
     if x < 1:
         days = x * DAYS_PER_MONTH
         return "<0.1 days" if days < 0.1 else f"{days:,.1f} days"
     return f"{x:,.2f} months"
+
+
+def _ft_cell(r: dict[str, Any]) -> str:
+    if r["ft_cost_per_request"] is None:
+        return "n/a"
+    if r["kind"] == "self_hosted" or (r["serving"] == "dedicated" and not r["ft_cost_per_request"]):
+        return "0 (fixed)"
+    return money(r["ft_cost_per_request"], True)
+
+
+def _compare_lines(cmp_: dict[str, Any]) -> list[str]:
+    from .cli import table
+
+    out = ["", f"Compare (same workload; baseline: {cmp_['baseline']}; size tier and self-hosted model "
+               f"{cmp_['params_b']:g}B; monthly total = per-request cost x volume + fixed serving):"]
+    out.append(table(["provider", "model", "status", "training", "FT $/request", "fixed/month",
+                      "monthly total", "savings/month", "break-even", "note"],
+                     [(r["provider"], r["model"], r["status"], money(r["training_cost"]), _ft_cell(r),
+                       money(r["fixed_monthly_cost"]) if r["fixed_monthly_cost"] is not None else "n/a",
+                       money(r["monthly_ft_cost"]), money(r["monthly_savings"]),
+                       _months(r["break_even_months"]), r["note"] or "") for r in cmp_["rows"]],
+                     "lllrrrrrrl"))
+    for e in cmp_["excluded"]:
+        out.append(f"excluded: {e['provider']}/{e['model']} - {e['status']}, never recommended")
+    return out
 
 
 def format_report(doc: dict[str, Any]) -> str:
@@ -803,21 +862,7 @@ def format_report(doc: dict[str, Any]) -> str:
             out.append(f"(does not fit on one GPU even with QLoRA: {', '.join(sorted(set(skipped)))})")
     cmp_ = doc.get("compare")
     if cmp_:
-        out.append("")
-        out.append(f"Compare (same workload; baseline: {cmp_['baseline']}; size tier and self-hosted model "
-                   f"{cmp_['params_b']:g}B; monthly total = per-request cost x volume + fixed serving):")
-        out.append(table(["provider", "model", "status", "training", "FT $/request", "fixed/month",
-                          "monthly total", "savings/month", "break-even", "note"],
-                         [(r["provider"], r["model"], r["status"], money(r["training_cost"]),
-                           ("0 (fixed)" if r["kind"] == "self_hosted" or (r["serving"] == "dedicated" and not r["ft_cost_per_request"])
-                            else money(r["ft_cost_per_request"], True))
-                           if r["ft_cost_per_request"] is not None else "n/a",
-                           money(r["fixed_monthly_cost"]) if r["fixed_monthly_cost"] is not None else "n/a",
-                           money(r["monthly_ft_cost"]), money(r["monthly_savings"]),
-                           _months(r["break_even_months"]), r["note"] or "") for r in cmp_["rows"]],
-                         "lllrrrrrrl"))
-        for e in cmp_["excluded"]:
-            out.append(f"excluded: {e['provider']}/{e['model']} - {e['status']}, never recommended")
+        out += _compare_lines(cmp_)
     if doc["warnings"]:
         out.append("")
         for w in doc["warnings"]:

@@ -171,7 +171,8 @@ def suggest_providers(d: P.DataFile, privacy: str, on: _dt.date, budget: float |
                     gone.append(f"{m.id} (retired {st.date})")
                     continue
                 models.append({"model": m.id, "status": st.label, "methods": list(m.methods),
-                               "training_price": dict(m.training_price), "serving": m.serving})
+                               "training_price": dict(m.training_price), "serving": m.serving,
+                               "caveat": m.caveat})
                 if st.status == "retiring":
                     retiring.setdefault(st.date.isoformat(), []).append(m.id)
             if not models:

@@ -132,6 +132,7 @@ class Offering(Dated):
     training_ends: Optional[_dt.date] = None
     retires: Optional[_dt.date] = None
     smaller: list[str] = []          # prompt-only alternatives priced next to this model as "today's model"
+    caveat: Optional[str] = None     # one short line shown wherever the offering is listed
     notes: list[str] = []
     price_note: Optional[str] = None
 
@@ -554,7 +555,7 @@ def offering_json(d: DataFile, p: Provider, m: Offering, on: _dt.date) -> dict[s
             "serving": m.serving, "serving_unit": m.serving_unit, "hosting_per_hour": m.hosting_per_hour,
             "hosting_gpus": m.hosting_gpus, "fixed_monthly_cost": m.fixed_monthly_cost(),
             "limits": m.limits.model_dump(), "regions": m.regions or p.residency.regions,
-            "status": st.to_json(), "notes": list(m.notes), "price_note": m.price_note, "as_of": m.as_of,
+            "status": st.to_json(), "caveat": m.caveat, "notes": list(m.notes), "price_note": m.price_note, "as_of": m.as_of,
             "source": m.source}
 
 
