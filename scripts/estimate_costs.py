@@ -174,8 +174,9 @@ def handle(args) -> cli.Result:
     ft_prompt = args.ft_prompt_tokens
     if args.base_prompt_tokens is not None and ft_prompt is None:
         ft_prompt = args.base_prompt_tokens
-        warnings.append("--ft-prompt-tokens not given: the fine-tuned prompt is assumed as long as the base "
-                        "prompt; fine-tuning usually saves money only by shortening the prompt")
+        if args.provider or args.compare or args.ft_input_price is not None:
+            warnings.append("--ft-prompt-tokens not given: the fine-tuned prompt is assumed as long as the base "
+                            "prompt; fine-tuning usually saves money only by shortening the prompt")
     if args.base_prompt_tokens is None:
         warnings.append("no request size: pass --base-prompt-tokens, --ft-prompt-tokens and --output-tokens "
                         "(and --requests-per-month) for per-request costs, savings and break-even")

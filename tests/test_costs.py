@@ -522,3 +522,17 @@ def test_stale_data_file_warns_after_90_days():
     assert not any("days old" in w for w in doc["warnings"])          # 89 days
     _, doc = run_json("estimate_costs", "--compare", "--training-tokens", "1000", "--as-of", "2027-03-01")
     assert any("91 days old" in w and "Refreshing the data" in w for w in doc["warnings"])
+
+
+def test_current_model_alone_prices_today_and_the_prompt_only_switch():
+    cp = run_script("estimate_costs", "--current-model", "gpt-4.1", "--base-prompt-tokens", "2500",
+                    "--output-tokens", "200", "--requests-per-month", "200000", "--as-of", "2026-11-30")
+    assert cp.returncode == 0, cp.stderr
+    assert "Baseline: today's model openai/gpt-4.1" in cp.stdout and "$1,320.00/month" in cp.stdout
+    assert "gpt-4.1-mini" in cp.stdout and "$1,056.00" in cp.stdout
+    assert "--ft-prompt-tokens not given" not in cp.stdout           # nothing is fine-tuned here
+    # after the shutdown the retired small model is no longer offered as an alternative
+    _, doc = run_json("estimate_costs", "--current-model", "gpt-4.1", "--base-prompt-tokens", "2500",
+                      "--output-tokens", "200", "--requests-per-month", "200000", "--as-of", "2027-01-20")
+    assert [r["model"] for r in doc["prompt_only"]] == ["gpt-6-luna"]
+    assert doc["baseline"]["status"] == "retired (2027-01-14)"

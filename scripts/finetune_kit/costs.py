@@ -802,6 +802,15 @@ def format_report(doc: dict[str, Any]) -> str:
     out: list[str] = []
     t = doc["training"]
     head = f"{doc['provider']}/{doc['model']}" if doc["provider"] else "custom prices"
+    bl0 = doc.get("baseline") or {}
+    if not (doc["provider"] or doc["training_cost"] is not None or doc["ft_cost_per_request"] is not None):
+        if bl0.get("origin", "").startswith("current_model"):
+            st = f", {bl0['status']}" if bl0.get("status") else ""
+            out.append(f"Baseline: today's model {bl0['model']} (${bl0['input_price']:.2f}/${bl0['output_price']:.2f} "
+                       f"per 1M in/out{st})")
+            if doc["monthly_base_cost"] is not None:
+                out.append(f"Today at {doc['requests_per_month']:,.0f} requests/month: "
+                           f"{money(doc['base_cost_per_request'], True)} per request, {money(doc['monthly_base_cost'])}/month")
     if doc["provider"] or doc["training_cost"] is not None or doc["ft_cost_per_request"] is not None:
         status = f", {doc['status']['label']}" if doc["status"] else ""
         out.append(f"Fine-tuning estimate: {head} ({doc['method']}{status}), judged on {doc['judged_on']}, "
