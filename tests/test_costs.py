@@ -456,7 +456,10 @@ def test_current_model_is_the_baseline_and_the_prompt_only_row_is_always_shown()
     assert po["gpt-4.1-mini"]["monthly_cost"] == pytest.approx(264.0)
     assert po["gpt-4.1-mini"]["monthly_savings"] == pytest.approx(1056.0)
     assert po["gpt-4.1-mini"]["status"] == "retiring (2027-01-14)"
-    assert "gpt-6-luna" in po
+    # gpt-6-luna (OpenAI's named replacement): 2500 x 0.10 + 200 x 0.50 = $0.00035 = $70/month
+    assert po["gpt-6-luna"]["monthly_cost"] == pytest.approx(70.0) and po["gpt-6-luna"]["status"] == "available"
+    # gpt-5.4-mini (mini tier): 2500 x 0.75 + 200 x 4.50 = $0.002775 = $555/month
+    assert po["gpt-5.4-mini"]["monthly_cost"] == pytest.approx(555.0)
     assert any("today's model openai/gpt-4.1 is retiring (2027-01-14)" in w for w in doc["warnings"])
     cp = run_script("estimate_costs", "--current-model", "gpt-4.1", "--provider", "openai", "--model",
                     "gpt-4.1-mini", *QUESTION, "--as-of", "2026-11-30")
@@ -534,5 +537,5 @@ def test_current_model_alone_prices_today_and_the_prompt_only_switch():
     # after the shutdown the retired small model is no longer offered as an alternative
     _, doc = run_json("estimate_costs", "--current-model", "gpt-4.1", "--base-prompt-tokens", "2500",
                       "--output-tokens", "200", "--requests-per-month", "200000", "--as-of", "2027-01-20")
-    assert [r["model"] for r in doc["prompt_only"]] == ["gpt-6-luna"]
+    assert [r["model"] for r in doc["prompt_only"]] == ["gpt-5.4-mini", "gpt-6-luna"]
     assert doc["baseline"]["status"] == "retired (2027-01-14)"

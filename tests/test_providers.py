@@ -296,9 +296,13 @@ def test_choosing_section_names_no_retired_model(data):
 def test_current_model_lookup_and_stale_warning(data):
     c = data.current_model("gpt-4.1")
     assert (c.provider, c.input_price, c.cached_price, c.output_price) == ("openai", 2.00, 0.50, 8.00)
-    assert c.smaller == ["gpt-4.1-mini", "gpt-6-luna"] and c.status(D(2026, 11, 30)).status == "retiring"
+    assert c.smaller == ["gpt-4.1-mini", "gpt-5.4-mini", "gpt-6-luna"] and c.status(D(2026, 11, 30)).status == "retiring"
     assert data.current_model("azure/gpt-4.1-mini").provider == "azure-openai"
-    assert data.current_model("gpt-6-luna").provider == "openai"
+    luna = data.current_model("gpt-6-luna")         # OpenAI's model page: $0.10 in, $0.01 cached, $0.50 out
+    assert (luna.provider, luna.input_price, luna.cached_price, luna.output_price) == ("openai", 0.10, 0.01, 0.50)
+    assert "developers.openai.com/api/docs/models/gpt-6-luna" in luna.source and "codersera" not in luna.source
+    mini = data.current_model("gpt-5.4-mini")
+    assert (mini.input_price, mini.cached_price, mini.output_price) == (0.75, 0.075, 4.50)
     with pytest.raises(UsageError, match="--current-model"):
         data.current_model("gpt-9")
     assert data.gpu_id("rtx4090") == data.gpu_id("4090") == "rtx-4090" and data.gpu_id("H100") == "h100-sxm"
