@@ -280,3 +280,17 @@ def test_interactive_end_of_input_exits_2():
     finally:
         os.close(master)
     assert proc.returncode == 2 and b"end of input" in err
+
+
+def test_small_data_is_measured_by_few_shot_cross_validation():
+    code, doc = run_json("should_finetune", "--failure-mode", "style", "--examples", "40")
+    assert code == 0 and doc["recommendation"] == "prompt"
+    ev = [s for s in doc["next_steps"] if s["script"] == "evaluate.py"]
+    assert len(ev) == 1 and "--few-shot-cv" in ev[0]["command"] and "40 examples" in ev[0]["why"]
+    code, doc = run_json("should_finetune", "--failure-mode", "format", "--examples", "400",
+                         "--monthly-requests", "200000")
+    assert doc["recommendation"] == "fine_tune"
+    steps = [s["script"] for s in doc["next_steps"]]
+    assert steps.index("evaluate.py") < steps.index("train_lora.py")  # baseline first
+    base = next(s for s in doc["next_steps"] if s["script"] == "evaluate.py")
+    assert "--output-dir eval/base" in base["command"] and "--adapter" not in base["command"]

@@ -267,6 +267,9 @@ def next_steps(rec: str, a: Answers, self_hosted_only: bool) -> list[dict[str, s
             {"script": "estimate_costs.py", "why": "training cost, savings against the model you run today, the "
                                                    "prompt-only switch, and break-even",
              "command": _estimate_cmd(a)},
+            {"script": "evaluate.py", "why": "baseline first: score the model you would start from on the test "
+                                             "split before paying for training (reused later as --predictions-a)",
+             "command": S + "evaluate.py --base-model MODEL --test data/test.jsonl --output-dir eval/base"},
             {"script": "train_lora.py", "why": "train a LoRA adapter (locally or on a rented GPU)"
                                                + ("" if self_hosted_only else ", or upload to the chosen provider")},
             {"script": "evaluate.py", "why": "compare base vs fine-tuned on the held-out test set (paired test)"},
@@ -295,12 +298,24 @@ def next_steps(rec: str, a: Answers, self_hosted_only: bool) -> list[dict[str, s
         ]
     return first + [
         {"script": None, "why": "write clear instructions and put your best examples in the prompt (few-shot)"},
-        {"script": "evaluate.py", "why": "measure the prompt on a held-out test set (the baseline to beat)"},
+        _measure_prompt_step(a),
         {"script": "collect_failures.py", "why": "keep collecting real failures as future training data"},
         {"script": "estimate_costs.py", "why": "price the prompt-only switch to a smaller model now, and "
                                                "fine-tuning when volume grows",
          "command": _estimate_cmd(a)},
     ]
+
+
+def _measure_prompt_step(a: Answers) -> dict[str, str]:
+    """How to measure a prompt: k-fold few-shot evaluation when the examples are too few for a test set."""
+    S = "python3 {baseDir}/scripts/"
+    if a.examples is not None and THRESHOLDS["min_examples_few_shot"] <= a.examples < THRESHOLDS["min_examples_fine_tune"]:
+        return {"script": "evaluate.py",
+                "why": f"{a.examples} examples are too few to hold out a test set: measure zero-shot vs few-shot "
+                       f"by k-fold, every example tested once and never shown as its own example (evaluation.md)",
+                "command": S + "evaluate.py --base-model MODEL --test examples.jsonl --few-shot-cv 5 --shots 3"}
+    return {"script": "evaluate.py", "why": "measure the prompt on a held-out test set (the baseline to beat)",
+            "command": S + "evaluate.py --base-model MODEL --test data/test.jsonl --output-dir eval/base"}
 
 
 # ---------------------------------------------------------------------- the document
