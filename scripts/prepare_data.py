@@ -67,6 +67,19 @@ def build_parser():
                    help="keep the sender/channel metadata blocks OpenClaw prepends to user messages")
     g.add_argument("--tools", dest="tools_file", metavar="FILE",
                    help="JSON list of tool definitions to attach to examples that call tools")
+    g.add_argument("--keep-unanswered-tool-calls", action="store_true",
+                   help="keep assistant tool calls that never got a result (default: dropped, counted)")
+    g.add_argument("--include-deleted", action="store_true",
+                   help="also read *.jsonl.deleted.<timestamp> session archives (default: skipped, counted)")
+    g = p.add_argument_group("tokens (as validate_jsonl.py; the validator runs with the same values)")
+    g.add_argument("--max-tokens", type=cli.nonneg_int, metavar="N",
+                   help="token budget per example: longer OpenClaw conversations are cut into windows at "
+                        "user-turn boundaries (default: the --model's limit, else 2048 = train_lora.py's "
+                        "--max-seq-length; 0 = no limit)")
+    g.add_argument("--tokenizer", metavar="SPEC",
+                   help="tokenizer for counting (tiktoken encoding, HF tokenizer dir/id/alias; default "
+                        "from --model, else cl100k_base)")
+    g.add_argument("--model", metavar="NAME", help="target model: picks the tokenizer and the per-example limit")
     return p
 
 
@@ -80,7 +93,9 @@ def handle(args) -> cli.Result:
         keep_near_dups=args.keep_near_dups, tag_field=args.tag_field,
         target_mix=prep.parse_target_mix(args.target_mix), agent_id=args.agent_id, date_range=args.date_range,
         min_samples=args.min_samples, keep_inbound_metadata=args.keep_inbound_metadata,
-        tools_file=args.tools_file, force=args.force)
+        tools_file=args.tools_file, force=args.force, tokenizer=args.tokenizer, model=args.model,
+        max_tokens=args.max_tokens, keep_unanswered_tool_calls=args.keep_unanswered_tool_calls,
+        include_deleted=args.include_deleted)
     return prep.prepare(opts)
 
 

@@ -95,6 +95,11 @@ class Options:
     tools_file: str | None = None
     force: bool = False
     validate: bool = True
+    tokenizer: str | None = None          # token counting (windowing, validator): as validate_jsonl.py
+    model: str | None = None
+    max_tokens: int | None = None         # per-example budget (OpenClaw windows); 0 = no limit
+    keep_unanswered_tool_calls: bool = False
+    include_deleted: bool = False
 
 
 
@@ -670,6 +675,8 @@ def build_manifest(opts: Options, inputs_info: list[dict[str, Any]], rows: list[
             "prompt_column": opts.prompt_column, "completion_column": opts.completion_column,
             "system_column": opts.system_column, "agent_id": opts.agent_id, "date_range": opts.date_range,
             "min_samples": opts.min_samples, "keep_inbound_metadata": opts.keep_inbound_metadata,
+            "tokenizer": opts.tokenizer, "model": opts.model, "max_tokens": opts.max_tokens,
+            "keep_unanswered_tool_calls": opts.keep_unanswered_tool_calls, "include_deleted": opts.include_deleted,
             "tools_file": Path(opts.tools_file).name if opts.tools_file else None},
         "inputs": inputs_info,
         "counts": {"input_rows": len(rows), "converted": n_converted,
@@ -716,7 +723,7 @@ def write_outputs(out_dir: Path, manifest: dict[str, Any], sp: Split, removed: l
         timings["mix_write"] += time.time() - t1
         t1 = time.time()
         if opts.validate:
-            validation = _validate(tmp, [names[s] for s in range(3) if sp.rows[s]], out_dir)
+            validation = _validate(tmp, [names[s] for s in range(3) if sp.rows[s]], out_dir, opts)
             if validation is not None:
                 manifest["validation"] = {"valid": validation.get("valid"),
                                           "errors": sum(len(f.get("errors", [])) for f in validation.get("files", [])),
@@ -835,13 +842,14 @@ def _check_leakage(split_rows: dict[int, list[Row]], keys: dict[int, str],
     return out
 
 
-def _validate(tmp: Path, names: list[str], final_dir: Path) -> dict[str, Any] | None:
+def _validate(tmp: Path, names: list[str], final_dir: Path, opts: Options) -> dict[str, Any] | None:
     try:
         from .validate import validate_files
     except ImportError as exc:  # the validator library is part of the skill; say so if it is missing
         return {"valid": None, "error": f"validator unavailable ({exc})", "files": []}
     # min_examples=1: small validation/test splits are fine; prepare warns about a small train split itself
-    doc = validate_files([str(tmp / n) for n in names], min_examples=1)
+    doc = validate_files([str(tmp / n) for n in names], min_examples=1, tokenizer=opts.tokenizer,
+                         model=opts.model, max_tokens=opts.max_tokens or None)
     for f in doc.get("files", []):
         f["file"] = str(final_dir / Path(str(f.get("file", ""))).name)
     for lk in doc.get("leakage", []):

@@ -68,15 +68,46 @@ def bump(counts: dict[str, int], key: str, n: int = 1) -> None:
         counts[key] = counts.get(key, 0) + n
 
 
+# The per-example token budget when neither --max-tokens nor a --model limit is given: the default
+# --max-seq-length of train_lora.py (finetune_kit/train_config.py), so prepared windows train as-is.
+DEFAULT_MAX_TOKENS = 2048
+
+
 @dataclass
 class ReadContext:
     """What a file reader may use: the options (``prepare.Options``), the run's normalisation
-    counters, the OpenClaw statistics and the ``--tools`` definitions."""
+    counters, the OpenClaw statistics, the ``--tools`` definitions and the token counter
+    (``--tokenizer`` / ``--model``, created on first use)."""
 
     opts: Any
     counts: dict[str, int]
     stats: dict[str, Any]
     tools: list[dict[str, Any]] | None = None
+    _counter: Any = None
+
+    def counter(self):
+        if self._counter is None:
+            from ..tokens import get_counter
+
+            self._counter = get_counter(getattr(self.opts, "tokenizer", None), getattr(self.opts, "model", None))
+        return self._counter
+
+    def max_tokens(self) -> int | None:
+        """The token budget per example: --max-tokens (0 = no limit), else the --model's known
+        limit, else DEFAULT_MAX_TOKENS; the source is recorded in ``stats["max_tokens_source"]``."""
+        explicit = getattr(self.opts, "max_tokens", None)
+        if explicit is not None:
+            self.stats["max_tokens_source"] = "--max-tokens"
+            return explicit or None
+        limit = getattr(self.counter(), "limit", None)
+        if limit:
+            self.stats["max_tokens_source"] = getattr(self.counter(), "limit_source", None) or "--model"
+            return int(limit)
+        self.stats["max_tokens_source"] = "default (train_lora.py --max-seq-length)"
+        return DEFAULT_MAX_TOKENS
+
+    def count_tokens(self, ex: chat.ChatExample) -> int:
+        return self.counter().count_chats([ex])[0][0]
 
 
 # ------------------------------------------------------------------------------ normalisation
