@@ -58,7 +58,9 @@ def build_parser():
     g.add_argument("--tag-field", metavar="FIELD",
                    help="field holding category tags (e.g. edge, refusal); counted in the mix report")
     g.add_argument("--target-mix", metavar="SPEC",
-                   help="target shares, default normal=0.3,edge=0.2,refusal=0.2,multi_turn=0.15,tool_calls=0.15")
+                   help="target shares, e.g. normal=0.3,edge=0.2,refusal=0.2,multi_turn=0.15,tool_calls=0.15 "
+                        "(default: that agent mix when the data has multi-turn/tool-call examples, else the mix "
+                        "is only reported)")
     g = p.add_argument_group("OpenClaw sessions (--from openclaw)")
     oc.add_filter_arguments(g)
     g.add_argument("--min-samples", type=cli.nonneg_int, metavar="N",
@@ -80,6 +82,12 @@ def build_parser():
                    help="tokenizer for counting (tiktoken encoding, HF tokenizer dir/id/alias; default "
                         "from --model, else cl100k_base)")
     g.add_argument("--model", metavar="NAME", help="target model: picks the tokenizer and the per-example limit")
+    g.add_argument("--min-examples", type=cli.nonneg_int, default=10, metavar="N",
+                   help="fewer training examples than N is an error, as in validate_jsonl.py (default 10); "
+                        "small validation/test files get a warning")
+    p.add_argument("--coerce", action="store_true",
+                   help="convert rows that need a fix the validator calls an error ('content': 42 -> '42', "
+                        "{'conversation': [...]}, tool calls without arguments); default: removed with its code")
     return p
 
 
@@ -95,7 +103,7 @@ def handle(args) -> cli.Result:
         min_samples=args.min_samples, keep_inbound_metadata=args.keep_inbound_metadata,
         tools_file=args.tools_file, force=args.force, tokenizer=args.tokenizer, model=args.model,
         max_tokens=args.max_tokens, keep_unanswered_tool_calls=args.keep_unanswered_tool_calls,
-        include_deleted=args.include_deleted)
+        include_deleted=args.include_deleted, coerce=args.coerce, min_examples=args.min_examples)
     return prep.prepare(opts)
 
 

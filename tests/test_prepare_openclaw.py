@@ -171,7 +171,7 @@ def test_sqlite_store_with_compressed_rows(tmp_path):
     assert [m.seq for m in s1.messages] == [m.line - 1 for m in jsonl_s1.messages]
     assert all(m.line is None for m in s1.messages)
     assert [s.id for s in oc.iter_sessions(db)] == [SID(1), SID(3)]        # the DB file itself
-    code, doc = run_json("prepare_data", "--from", "openclaw", tmp_path, "-o", tmp_path / "out")
+    code, doc = run_json("prepare_data", "--min-examples", "1", "--from", "openclaw", tmp_path, "-o", tmp_path / "out")
     assert code == 0, doc
     assert doc["openclaw"]["sessions_read"] == 2 and doc["counts"]["kept"] == 2
     # legacy JSONL files next to the database (an install that was migrated): each session once
@@ -185,7 +185,7 @@ def test_sqlite_store_with_compressed_rows(tmp_path):
 
 def test_cli_openclaw_end_to_end(tmp_path):
     out = tmp_path / "out"
-    code, doc = run_json("prepare_data", "--from", "openclaw", STATE, "-o", out)
+    code, doc = run_json("prepare_data", "--min-examples", "1", "--from", "openclaw", STATE, "-o", out)
     assert code == 0, doc
     o = doc["openclaw"]
     assert (o["sessions_read"], o["sessions_qualifying"], o["windows"]) == (6, 5, 6)  # session 4: no answer
@@ -202,7 +202,7 @@ def test_cli_openclaw_end_to_end(tmp_path):
     assert removed[0]["code"] == "no_assistant_message"
     assert doc["mix"]["measured"]["refusal"] == 1
 
-    code, doc = run_json("prepare_data", "--from", "openclaw", STATE, "-o", tmp_path / "o2",
+    code, doc = run_json("prepare_data", "--min-examples", "1", "--from", "openclaw", STATE, "-o", tmp_path / "o2",
                          "--keep-inbound-metadata", "--agent-id", "main", "--date-range", "2026-03-01..2026-03-31",
                          "--group-by", "session_id")
     assert code == 0 and doc["openclaw"]["sessions_read"] == 3
@@ -213,17 +213,17 @@ def test_cli_openclaw_end_to_end(tmp_path):
 
 
 def test_min_samples_and_default_state_dir(tmp_path):
-    cp = run_script("prepare_data", "--from", "openclaw", STATE, "-o", tmp_path / "o", "--date-range",
+    cp = run_script("prepare_data", "--min-examples", "1", "--from", "openclaw", STATE, "-o", tmp_path / "o", "--date-range",
                     "2026-03-01..2026-03-31", "--min-samples", "5")
     assert cp.returncode == 1 and "only 3 OpenClaw session(s) qualify (need 5)" in cp.stderr
     assert not (tmp_path / "o").exists() and "Traceback" not in cp.stderr
-    cp = run_script("prepare_data", "--from", "openclaw", "-o", tmp_path / "o", "--agent-id", "nobody",
+    cp = run_script("prepare_data", "--min-examples", "1", "--from", "openclaw", "-o", tmp_path / "o", "--agent-id", "nobody",
                     env={"OPENCLAW_STATE_DIR": str(STATE)})
     assert cp.returncode == 1 and "0 OpenClaw session(s)" in cp.stderr
-    code, doc = run_json("prepare_data", "--from", "openclaw", "-o", tmp_path / "o3", "--agent-id", "work",
+    code, doc = run_json("prepare_data", "--min-examples", "1", "--from", "openclaw", "-o", tmp_path / "o3", "--agent-id", "work",
                          env={"OPENCLAW_STATE_DIR": str(STATE)})
     assert code == 0 and doc["counts"]["kept"] == 1
-    cp = run_script("prepare_data", "--from", "openclaw", "-o", tmp_path / "o4",
+    cp = run_script("prepare_data", "--min-examples", "1", "--from", "openclaw", "-o", tmp_path / "o4",
                     env={"OPENCLAW_STATE_DIR": str(tmp_path / "nowhere")})
     assert cp.returncode == 2 and "OPENCLAW_STATE_DIR" in cp.stderr
 
@@ -231,14 +231,14 @@ def test_min_samples_and_default_state_dir(tmp_path):
 def test_auto_detects_openclaw_and_copied_sessions_dir(tmp_path):
     copy = tmp_path / "sessions"
     shutil.copytree(STATE / "agents" / "main" / "sessions", copy)
-    code, doc = run_json("prepare_data", copy, "-o", tmp_path / "o")         # --from auto
+    code, doc = run_json("prepare_data", "--min-examples", "1", copy, "-o", tmp_path / "o")         # --from auto
     assert code == 0 and doc["formats"] == {"openclaw": 5}
-    code, doc = run_json("prepare_data", copy / f"{SID(1)}.jsonl", "-o", tmp_path / "o2")
+    code, doc = run_json("prepare_data", "--min-examples", "1", copy / f"{SID(1)}.jsonl", "-o", tmp_path / "o2")
     assert code == 0 and doc["counts"]["kept"] == 1
 
 
 def test_tools_file_attaches_schemas_and_undeclared_calls_are_reported(tmp_path):
-    code, doc = run_json("prepare_data", "--from", "openclaw", STATE, "-o", tmp_path / "o",
+    code, doc = run_json("prepare_data", "--min-examples", "1", "--from", "openclaw", STATE, "-o", tmp_path / "o",
                          "--tools", FIX / "bundle" / "tools.json", "--system", "You are Claw.")
     assert code == 0, doc
     rows = [json.loads(x) for n in ("train.jsonl", "validation.jsonl", "test.jsonl")
@@ -314,7 +314,7 @@ def test_multichannel_state_dir_end_to_end(tmp_path):
     info = channels.build_state(tmp_path / "state")
     out = tmp_path / "out"
     budget = 700
-    code, doc = run_json("prepare_data", "--from", "openclaw", tmp_path / "state", "-o", out,
+    code, doc = run_json("prepare_data", "--min-examples", "1", "--from", "openclaw", tmp_path / "state", "-o", out,
                          "--max-tokens", budget, "--group-by", "session_id")
     assert code == 0, doc
     o = doc["openclaw"]
@@ -360,7 +360,7 @@ def test_multichannel_state_dir_end_to_end(tmp_path):
 
 def test_flags_keep_unanswered_calls_include_deleted_and_budget(tmp_path):
     channels.build_state(tmp_path / "state")
-    code, doc = run_json("prepare_data", "--from", "openclaw", tmp_path / "state", "-o", tmp_path / "o",
+    code, doc = run_json("prepare_data", "--min-examples", "1", "--from", "openclaw", tmp_path / "state", "-o", tmp_path / "o",
                          "--include-deleted", "--keep-unanswered-tool-calls", "--max-tokens", "0", "--no-near-dup")
     assert code == 0, doc
     o = doc["openclaw"]
@@ -368,7 +368,7 @@ def test_flags_keep_unanswered_calls_include_deleted_and_budget(tmp_path):
     assert "unanswered_tool_calls" not in o["dropped"] and o["windowing"]["max_tokens"] is None
     assert doc["counts"]["exact_duplicates"] == 1                      # the archive repeats the Zalo session
     # a budget no turn fits: the session is removed with a reason, not silently
-    code, doc = run_json("prepare_data", "--from", "openclaw", tmp_path / "state", "-o", tmp_path / "o2",
+    code, doc = run_json("prepare_data", "--min-examples", "1", "--from", "openclaw", tmp_path / "state", "-o", tmp_path / "o2",
                          "--max-tokens", "60")
     removed = [json.loads(x) for x in (tmp_path / "o2" / "removed.jsonl").read_text().splitlines()]
     assert any(r["code"] == "over_token_budget" for r in removed)

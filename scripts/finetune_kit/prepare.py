@@ -48,7 +48,8 @@ from .readers import (ROW_FORMATS, ReadContext, Row, Unconvertible, convert_row,
 from .readers import bump as _bump
 from .readers.tabular import csv_example
 
-FORMATS = ("auto", "chat", "prompt-completion", "alpaca", "sharegpt", "csv", "tsv", "openclaw")
+FORMATS = ("auto", "chat", "prompt-completion", "alpaca", "sharegpt", "preference", "pairwise-preference", "csv",
+           "tsv", "openclaw")
 SPLITS = ("train", "validation", "test")
 DEFAULT_TARGET_MIX = {"normal": 0.30, "edge": 0.20, "refusal": 0.20, "multi_turn": 0.15, "tool_calls": 0.15}
 
@@ -87,7 +88,7 @@ class Options:
     near_dup_threshold: float = 0.85
     keep_near_dups: bool = False
     tag_field: str | None = None
-    target_mix: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_TARGET_MIX))
+    target_mix: dict[str, float] | None = None   # None: derived from the data (derive_target)
     agent_id: str | None = None
     date_range: str | None = None
     min_samples: int | None = None
@@ -100,6 +101,8 @@ class Options:
     max_tokens: int | None = None         # per-example budget (OpenClaw windows); 0 = no limit
     keep_unanswered_tool_calls: bool = False
     include_deleted: bool = False
+    coerce: bool = False                  # accept rows that need a COERCIONS fix (else removed with the code)
+    min_examples: int = 10                # the validator's --min-examples (a training-file rule)
 
 
 
@@ -119,9 +122,10 @@ def parse_split(spec: str) -> tuple[float, float, float]:
     return (parts[0] / total, parts[1] / total, parts[2] / total)
 
 
-def parse_target_mix(spec: str | None) -> dict[str, float]:
+def parse_target_mix(spec: str | None) -> dict[str, float] | None:
+    """``--target-mix``; None (not given) = derive the target from the data (see :func:`derive_target`)."""
     if not spec:
-        return dict(DEFAULT_TARGET_MIX)
+        return None
     out: dict[str, float] = {}
     for part in spec.split(","):
         if not part.strip():
@@ -318,7 +322,22 @@ def _tags(value: Any) -> list[str]:
     return [str(value)]
 
 
-def mix_report(examples: list[tuple[chat.ChatExample, list[str]]], target: dict[str, float],
+AGENT_SHARE = 0.05  # data with at least this share of multi-turn or tool-call examples is agent data
+
+
+def derive_target(examples: list[tuple[chat.ChatExample, list[str]]]) -> tuple[dict[str, float] | None, str]:
+    """The target mix when ``--target-mix`` is not given: the agent default (DEFAULT_TARGET_MIX) for
+    data that has multi-turn or tool-call examples (>= AGENT_SHARE of them); none - the mix is only
+    reported - for single-turn data such as a classifier's, whose right mix the data cannot tell."""
+    n = len(examples) or 1
+    agentic = sum(1 for ex, _ in examples if {"multi_turn", "tool_calls"} & categories(ex))
+    if agentic / n >= AGENT_SHARE:
+        return dict(DEFAULT_TARGET_MIX), (f"default agent mix ({agentic / n:.0%} of the examples are multi-turn or "
+                                          "call tools); pass --target-mix to set your own")
+    return None, "none: single-turn data, the mix is only reported; pass --target-mix to compare against a target"
+
+
+def mix_report(examples: list[tuple[chat.ChatExample, list[str]]], target: dict[str, float] | None,
                tag_field: str | None, tolerance: float = 0.75) -> dict[str, Any]:
     """Shares of multi-turn / tool-call / refusal-like examples (+ tags) against a target mix.
 
@@ -326,19 +345,26 @@ def mix_report(examples: list[tuple[chat.ChatExample, list[str]]], target: dict[
     ``short`` = below ``tolerance`` x target; ``add_to_reach`` = examples of that kind to add
     (keeping the others) to reach the target share.
     """
+    source = "--target-mix"
+    if target is None:
+        target, source = derive_target(examples)
     n = len(examples)
     counts: Counter = Counter()
     tag_counts: Counter = Counter()
     for ex, tags in examples:
         cats = categories(ex, tags)
         tag_counts.update(tags)
-        if not cats & (set(target) | {"multi_turn", "tool_calls", "refusal"}) - {"normal"}:
+        if not cats & (set(target or ()) | {"multi_turn", "tool_calls", "refusal"}) - {"normal"}:
             cats.add("normal")
         counts.update(cats)
     measurable = {"normal", "multi_turn", "tool_calls", "refusal"}
     rows = []
     short = []
-    for cat, t in target.items():
+    if target is None:  # report only: the measured shares, no target, nothing "short"
+        rows = [{"category": cat, "target": None, "count": counts.get(cat, 0),
+                 "share": round(counts.get(cat, 0) / n, 4) if n else 0.0, "status": "measured", "add_to_reach": None}
+                for cat in ("normal", "multi_turn", "tool_calls", "refusal")]
+    for cat, t in (target or {}).items():
         c = counts.get(cat, 0)
         share = c / n if n else 0.0
         if cat not in measurable and not tag_field:
@@ -351,7 +377,7 @@ def mix_report(examples: list[tuple[chat.ChatExample, list[str]]], target: dict[
                 short.append(cat)
         rows.append({"category": cat, "target": t, "count": c, "share": round(share, 4), "status": status,
                      "add_to_reach": add})
-    return {"examples": n, "categories": rows, "short": short,
+    return {"examples": n, "categories": rows, "short": short, "target": target, "target_source": source,
             "measured": {k: counts.get(k, 0) for k in ("multi_turn", "tool_calls", "refusal", "normal")},
             "tags": dict(sorted(tag_counts.items())) if tag_field else None, "tag_field": tag_field,
             "refusal_heuristic": "REFUSAL_PATTERNS in finetune_kit/prepare.py (see data-prep.md)"}
@@ -443,12 +469,15 @@ def convert_row_to_chat(row: Row, counts: dict[str, int], fmt_counts: Counter) -
                 keys = ", ".join(sorted(map(str, obj))[:8]) or "no keys"
                 raise Unconvertible("unknown_format", f"not a supported row (keys: {keys}); supported: "
                                     "messages (chat), prompt/completion, instruction/output (alpaca), "
-                                    "conversations (sharegpt)")
+                                    "instruction/context/response (dolly), conversations (sharegpt), "
+                                    "input/preferred_output or chosen/rejected (preference)")
             if fmt not in ROW_FORMATS:
                 raise Unconvertible("unknown_format", f"--from {fmt} cannot read a JSON row")
             row.fmt = fmt
             fmt_counts[fmt] += 1
             ex = convert_row(fmt, obj, counts, str(row.index))
+            if isinstance(ex, tuple):  # a preference row: (SFT view, OpenAI preference line)
+                ex, row.pref = ex
         row.example = ex
     except Unconvertible as exc:
         row.error = {"reason": "unconvertible", "code": exc.code, "detail": str(exc)}
@@ -487,6 +516,26 @@ def clean_row(row: Row, opts: Options, counts: dict[str, int], warn_codes: Count
     row.line_obj = obj
 
 
+# Normalisations that turn what the validator calls an error into data (counter -> the validator's
+# code): without --coerce such a row goes to removed.jsonl with that code instead of being guessed at.
+COERCIONS = {
+    "content_number_to_string": "content_wrong_type",          # "content": 42 -> "42"
+    "conversation_key_as_conversations": "messages_missing",   # {"conversation": [...]}
+    "tool_arguments_missing_to_empty_object": "arguments_missing",
+}
+
+
+def _refuse_coercion(row: Row, counts: dict[str, int], opts: Options) -> None:
+    if opts.coerce or row.example is None:
+        return
+    used = [k for k in COERCIONS if counts.get(k)]
+    if used:
+        row.error = {"reason": "unconvertible", "code": COERCIONS[used[0]],
+                     "detail": f"the row needs a coercion the validator would reject ({', '.join(used)}); "
+                               "fix the source, or pass --coerce to convert it anyway"}
+        row.example = None
+
+
 def convert_and_clean(rows: list[Row], opts: Options, ctx: ReadContext) -> tuple[Counter, Counter]:
     """Stages 2+3 per row; a row's normalisations count only when the row ends up converted."""
     fmt_counts: Counter = Counter()
@@ -494,11 +543,49 @@ def convert_and_clean(rows: list[Row], opts: Options, ctx: ReadContext) -> tuple
     for r in cli.progress(rows, desc="convert", unit="row"):
         local: dict[str, int] = {}
         convert_row_to_chat(r, local, fmt_counts)
+        _refuse_coercion(r, local, opts)
         clean_row(r, opts, local, warn_codes, ctx.tools)
         if r.example is not None:
             for k, v in local.items():
                 _bump(ctx.counts, k, v)
+    preference_lines(rows, opts, ctx, warn_codes)
     return fmt_counts, warn_codes
+
+
+def preference_lines(rows: list[Row], opts: Options, ctx: ReadContext, warn_codes: Counter) -> None:
+    """Preference rows stay preference data (OpenAI preference lines, for DPO) when every converted
+    row is one; mixed with other rows, only their preferred answers are kept as chat examples
+    (counted, and said in the warnings)."""
+    converted = [r for r in rows if r.example is not None]
+    prefs = [r for r in converted if r.pref is not None]
+    if not prefs:
+        return
+    if len(prefs) < len(converted):
+        _bump(ctx.counts, "preference_to_sft_preferred_answer", len(prefs))
+        ctx.warnings.append(f"{len(prefs)} preference row(s) are mixed with other rows: only their preferred answers "
+                            "were kept (as chat examples); prepare them in a separate run to keep the pairs for DPO")
+        return
+    for r in prefs:
+        line = json.loads(json.dumps(r.pref))
+        if opts.system is not None:
+            msgs = line["input"]["messages"]
+            if msgs and msgs[0].get("role") in ("system", "developer"):
+                msgs[0] = {"role": msgs[0]["role"], "content": opts.system}
+            else:
+                msgs.insert(0, {"role": "system", "content": opts.system})
+        md = {**(line.get("metadata") or {}), **((r.line_obj or {}).get("metadata") or {})}
+        if md:
+            line["metadata"] = md
+        model, findings = chat.check_record(line, "preference", r.line)
+        errors = [f for f in findings if f.severity == "error"]
+        if errors or model is None:
+            r.error = {"reason": "unconvertible", "code": errors[0].code if errors else "invalid",
+                       "detail": errors[0].message if errors else "the preference line is not valid",
+                       "findings": [f.to_dict() for f in findings]}
+            r.example = None
+            continue
+        r.line_obj = line
+    _bump(ctx.counts, "preference_lines_kept", sum(1 for r in prefs if r.example is not None))
 
 
 def check_enough(rows: list[Row], is_oc: bool, opts: Options, oc_stats: dict[str, Any]) -> list[Row]:
@@ -677,6 +764,7 @@ def build_manifest(opts: Options, inputs_info: list[dict[str, Any]], rows: list[
             "min_samples": opts.min_samples, "keep_inbound_metadata": opts.keep_inbound_metadata,
             "tokenizer": opts.tokenizer, "model": opts.model, "max_tokens": opts.max_tokens,
             "keep_unanswered_tool_calls": opts.keep_unanswered_tool_calls, "include_deleted": opts.include_deleted,
+            "coerce": opts.coerce, "min_examples": opts.min_examples,
             "tools_file": Path(opts.tools_file).name if opts.tools_file else None},
         "inputs": inputs_info,
         "counts": {"input_rows": len(rows), "converted": n_converted,
@@ -733,8 +821,8 @@ def write_outputs(out_dir: Path, manifest: dict[str, Any], sp: Split, removed: l
     return validation
 
 
-def run_warnings(sp: Split, opts: Options, mix: dict[str, Any]) -> list[str]:
-    warnings = []
+def run_warnings(sp: Split, opts: Options, mix: dict[str, Any], said: list[str] = ()) -> list[str]:
+    warnings = list(said)
     try:
         from .validate import MIN_EXAMPLES
     except ImportError:
@@ -744,6 +832,14 @@ def run_warnings(sp: Split, opts: Options, mix: dict[str, Any]) -> list[str]:
                         f"least {MIN_EXAMPLES} (improvements usually start at 50-100)")
     if any(len(sp.rows[s]) == 0 for s in (1, 2)) and any(opts.split[s] > 0 for s in (1, 2)):
         warnings.append("validation and/or test split is empty (too few examples/groups for the requested split)")
+    small = [(SPLITS[s], len(sp.rows[s])) for s in (1, 2) if 0 < len(sp.rows[s]) < MIN_EXAMPLES]
+    if small:
+        n = sum(len(v) for v in sp.rows.values())
+        need = math.ceil(MIN_EXAMPLES / min(x for x in opts.split[1:] if x > 0))
+        warnings.append(f"{' and '.join(f'{k} has {v}' for k, v in small)} example(s): one example moves a score by "
+                        f"{100 / min(v for _, v in small):.0f} points. With {n} examples use one held-out split "
+                        "(e.g. --split 0.8,0.2,0) or evaluate by k-fold cross-validation (data-prep.md, small data "
+                        f"sets); {need}+ examples give {MIN_EXAMPLES} per split at this --split")
     if mix["short"]:
         warnings.append("short of the target mix: " + ", ".join(mix["short"]))
     return warnings
@@ -805,7 +901,7 @@ def prepare(opts: Options) -> cli.Result:
                               leakage, mix, ctx.stats if is_oc else None)
     timings["mix_write"] = time.time() - t1
     validation = write_outputs(out_dir, manifest, sp, dd.removed, opts, timings)
-    return report(out_dir, opts, manifest, dd, validation, run_warnings(sp, opts, mix), timings, t0)
+    return report(out_dir, opts, manifest, dd, validation, run_warnings(sp, opts, mix, ctx.warnings), timings, t0)
 
 
 def load_tools_file(path: str) -> list[dict[str, Any]]:
@@ -847,8 +943,9 @@ def _validate(tmp: Path, names: list[str], final_dir: Path, opts: Options) -> di
         from .validate import validate_files
     except ImportError as exc:  # the validator library is part of the skill; say so if it is missing
         return {"valid": None, "error": f"validator unavailable ({exc})", "files": []}
-    # min_examples=1: small validation/test splits are fine; prepare warns about a small train split itself
-    doc = validate_files([str(tmp / n) for n in names], min_examples=1, tokenizer=opts.tokenizer,
+    # the same rules as validate_jsonl.py with the same flags: --min-examples applies to train.jsonl,
+    # validation/test files only get a warning when small (validate.file_role)
+    doc = validate_files([str(tmp / n) for n in names], min_examples=opts.min_examples, tokenizer=opts.tokenizer,
                          model=opts.model, max_tokens=opts.max_tokens or None)
     for f in doc.get("files", []):
         f["file"] = str(final_dir / Path(str(f.get("file", ""))).name)
@@ -888,9 +985,10 @@ def _human(data: dict[str, Any], manifest: dict[str, Any], validation: dict[str,
                      f"-{fb.get('negative', 0)}")
     mix = data["mix"]
     lines.append("")
-    lines.append(f"data mix vs target ({mix['examples']:,} examples; refusal = regex heuristic):")
+    lines.append(f"data mix ({mix['examples']:,} examples; refusal = regex heuristic; target: {mix['target_source']}):")
     lines.append(cli.table(["category", "target", "have", "share", "status", "add to reach"],
-                           [(r["category"], f"{r['target']:.0%}", r["count"], f"{r['share']:.1%}", r["status"],
+                           [(r["category"], "-" if r["target"] is None else f"{r['target']:.0%}", r["count"],
+                             f"{r['share']:.1%}", r["status"],
                              "-" if r["add_to_reach"] is None else r["add_to_reach"]) for r in mix["categories"]],
                            "lrrrlr"))
     if data.get("warnings"):

@@ -48,6 +48,7 @@ class Row:
     session: str | None = None    # OpenClaw session id (+ window)
     line_obj: dict[str, Any] | None = None  # the output line (example.to_json()), built once
     work: dict[str, Any] | None = None  # CSV: the mapped prompt/completion/system and unused columns
+    pref: dict[str, Any] | None = None  # preference rows: the OpenAI preference line (written with --to preference)
 
     def ref(self) -> dict[str, Any]:
         d: dict[str, Any] = {"source": self.source}
@@ -83,6 +84,7 @@ class ReadContext:
     counts: dict[str, int]
     stats: dict[str, Any]
     tools: list[dict[str, Any]] | None = None
+    warnings: list[str] = field(default_factory=list)  # said once per run (stages append)
     _counter: Any = None
 
     def counter(self):
@@ -158,6 +160,15 @@ def _tool_call(tc: Any, counts: dict[str, int], make_id) -> dict[str, Any]:
             "function": {"name": name, "arguments": _json_args(fn.get("arguments"), counts)}}
 
 
+def typed_value_parts(value: Any) -> bool:
+    """LLaMA-Factory's newer message content: ``[{"type": "text"|"reasoning"|"tool_call", "value": ...}]``
+    (hiyouga/LLaMA-Factory ``src/llamafactory/v1``: ``utils/types.py`` Message/ToolCall and the
+    ``qwen3_nothink`` rendering plugin, which renders ``text``, ``reasoning`` and ``tool_call`` parts;
+    ``tool_call`` values are JSON ``{"name", "arguments"}`` strings)."""
+    return isinstance(value, list) and bool(value) and all(
+        isinstance(p, dict) and isinstance(p.get("type"), str) and "value" in p and "text" not in p for p in value)
+
+
 def _content(value: Any, counts: dict[str, int]) -> Any:
     """A message content as a string or a list of text parts (non-text parts dropped, counted)."""
     if value is None or isinstance(value, str):
@@ -195,6 +206,8 @@ def normalise_tools(value: Any, counts: dict[str, int]) -> list[dict[str, Any]] 
             bump(counts, "tools_json_string_parsed")
         except ValueError as exc:
             raise Unconvertible("tools_invalid", "\"tools\" is a string that is not JSON") from exc
+    if isinstance(value, dict):  # LLaMA-Factory accepts one tool object as well as a list
+        value = [value]
     if not isinstance(value, list):
         raise Unconvertible("tools_invalid", "\"tools\" is not a list")
     out = []
@@ -239,17 +252,21 @@ class MessageBuilder:
             bump(c, "role_aliases_mapped")
             bump(c, f"role_alias:{role_raw.strip().lower()}->{'assistant' if role == 'function_call' else role}")
         content_key = "content" if "content" in m else "value" if "value" in m else "text" if "text" in m else None
-        content = _content(m.get(content_key), c) if content_key else None
+        raw_content = m.get(content_key) if content_key else None
+        typed_calls: list[Any] = []
+        if typed_value_parts(raw_content):
+            raw_content, typed_calls = self._typed_parts(raw_content)
+        content = _content(raw_content, c) if content_key else None
         if role == "function_call":  # ShareGPT function_call turn: value is {"name", "arguments"} JSON
             self._function_call_turn(content)
             return
         msg: dict[str, Any] = {"role": role}
         dropped = [k for k in m if k not in ("role", "from", "speaker", "content", "value", "text", "name",
-                                             "tool_calls", "tool_call_id", "weight", "function_call")]
+                                             "tool_calls", "tool_call_id", "weight", "function_call", "loss_weight")]
         if dropped:
             bump(c, "message_keys_dropped", len(dropped))
         if role == "assistant":
-            calls = []
+            calls = [_tool_call(tc, c, self.make_id) for tc in typed_calls]
             if m.get("tool_calls"):
                 raw = m["tool_calls"] if isinstance(m["tool_calls"], list) else [m["tool_calls"]]
                 calls = [_tool_call(tc, c, self.make_id) for tc in raw]
@@ -259,8 +276,9 @@ class MessageBuilder:
             if calls:
                 msg["tool_calls"] = calls
                 self.pending.extend(tc["id"] for tc in calls)
-            if m.get("weight") in (0, 1) and not isinstance(m.get("weight"), bool):
-                msg["weight"] = m["weight"]
+            weight = m.get("weight", m.get("loss_weight"))
+            if weight in (0, 1) and not isinstance(weight, bool):
+                msg["weight"] = int(weight)
         if role in ("tool", "function"):
             cid = m.get("tool_call_id")
             if not isinstance(cid, str) or not cid:
@@ -289,6 +307,29 @@ class MessageBuilder:
         if role == "assistant" and msg.get("tool_calls") and not text_of(content).strip():
             msg.pop("content", None)
         self.out.append(msg)
+
+    def _typed_parts(self, parts: list[dict[str, Any]]) -> tuple[str, list[Any]]:
+        """(text, tool calls) of LLaMA-Factory typed parts; reasoning parts are dropped and counted
+        (the chat format has no field for them)."""
+        texts: list[str] = []
+        calls: list[Any] = []
+        bump(self.counts, "typed_content_parts_converted")
+        for p in parts:
+            t, v = p.get("type"), p.get("value")
+            if t in ("text", "observation", "tool_result") and isinstance(v, str):
+                texts.append(v)
+            elif t in ("tool_call", "function_call"):
+                try:
+                    call = json.loads(v) if isinstance(v, str) else v
+                except ValueError as exc:
+                    raise Unconvertible("tool_call_invalid", "a tool_call part is not JSON "
+                                        "({\"name\": ..., \"arguments\": ...})") from exc
+                calls.extend(call if isinstance(call, list) else [call])
+            elif t in ("reasoning", "thinking"):
+                bump(self.counts, "reasoning_parts_dropped")
+            else:
+                bump(self.counts, "non_text_parts_dropped")
+        return "\n".join(texts), calls
 
     def _function_call_turn(self, content: Any) -> None:
         text = text_of(content)
