@@ -170,3 +170,24 @@ def test_mix_target_follows_the_data(tmp_path):                         # issue 
     code, doc, out = prepare(tmp_path, F.chat_rows(30), "--target-mix", "normal=0.5,refusal=0.5",
                              "--min-examples", "1", name="explicit.jsonl")
     assert doc["mix"]["target_source"] == "--target-mix" and doc["mix"]["short"] == ["refusal"]
+
+
+def test_every_normalisation_counter_is_documented():
+    """Every counter prepare_data.py can report (normalisation, openclaw.stripped/dropped) is in data-prep.md."""
+    import re
+
+    from conftest import ROOT
+
+    kit = ROOT / "scripts" / "finetune_kit"
+    src = "".join((kit / f).read_text(encoding="utf-8") for f in
+                  ("prepare.py", "openclaw_sessions.py", "readers/common.py", "readers/chat_jsonl.py",
+                   "readers/instruction.py", "readers/tabular.py", "readers/openclaw.py"))
+    names = set(re.findall(r'bump\((?:counts|c|self\.counts|ctx\.counts|local), "([a-z_:]+)"', src))
+    inbound = (kit / "readers" / "openclaw_inbound.py").read_text(encoding="utf-8")
+    stripped = set(re.findall(r'c\["([a-z_]+)"\]', inbound)) | {"system_event:exec", "system_event:feishu",
+                                                                 "system_event:other"}
+    assert len(names) > 40 and len(stripped) > 10
+    doc = (ROOT / "data-prep.md").read_text(encoding="utf-8")
+    missing = sorted(n for n in names if f"`{n.split(':', 1)[-1]}`" not in doc and f"`{n}`" not in doc)
+    missing += sorted(n for n in stripped if f"`{n}`" not in doc)
+    assert not missing, missing
