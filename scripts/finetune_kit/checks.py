@@ -317,8 +317,7 @@ def _check_message(c: _Ctx, m: Any, i: int, path: str, declared: dict | None, st
                                       parallel)
 
     # a legacy function_call is the assistant's call: reported once (legacy_function_call), not as missing content
-    legacy_call = role == "assistant" and isinstance(m.get("function_call"), dict)
-    _check_content(c, m, i, path, role, has_calls or legacy_call)
+    _check_content(c, m, i, path, role, has_calls or (role == "assistant" and isinstance(m.get("function_call"), dict)))
 
     if "name" in m and m["name"] is not None and not isinstance(m["name"], str):
         c.err("name_wrong_type", f"\"name\" is {_a(m['name'])}, not a string",

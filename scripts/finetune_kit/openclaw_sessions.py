@@ -429,6 +429,29 @@ def _active_branch(entries: list[dict[str, Any]], leaf_hint: str | None, stats: 
     return path
 
 
+def _assistant(m: dict[str, Any], calls: list[ToolCallRecord], thinking: str | None, base: dict[str, Any],
+               stats: dict[str, int]) -> SessionMessage:
+    stop = m.get("stopReason") if isinstance(m.get("stopReason"), str) else None
+    err = m.get("errorMessage") if isinstance(m.get("errorMessage"), str) else None
+    injected = injected_kind(m)
+    if injected:
+        stats[f"injected_{injected}"] = stats.get(f"injected_{injected}", 0) + 1
+    return SessionMessage(role="assistant", tool_calls=calls, thinking=thinking, stop_reason=stop, error_message=err,
+                          is_error=stop in ("error", "aborted") or bool(err), model=m.get("model"),
+                          provider=m.get("provider"), injected=injected, **base)
+
+
+def _from_header(entries: list[dict[str, Any]], source: str, source_kind: str, agent_id: str | None,
+                 session_id: str | None, session_key: str | None, problems: list[str] | None) -> Session:
+    header = next((e for e in entries if e.get("type") == "session"), None) or {}
+    sid = session_id or (header.get("id") if isinstance(header.get("id"), str) else None) or Path(source).stem
+    return Session(id=sid, agent_id=agent_id, source=source, source_kind=source_kind, session_key=session_key,
+                   started_at=parse_timestamp(header.get("timestamp")),
+                   cwd=header.get("cwd") if isinstance(header.get("cwd"), str) else None,
+                   version=header.get("version") if isinstance(header.get("version"), int) else None,
+                   problems=list(problems or []))
+
+
 def build_session(entries: list[dict[str, Any]], *, source: str, source_kind: str,
                   agent_id: str | None = None, session_id: str | None = None,
                   session_key: str | None = None, leaf_id: str | None = None,
@@ -443,13 +466,7 @@ def build_session(entries: list[dict[str, Any]], *, source: str, source_kind: st
     for name, values in (("line", lines), ("seq", seqs)):
         for e, v in zip(entries, values or ()):
             where.setdefault(id(e), {})[name] = v
-    header = next((e for e in entries if e.get("type") == "session"), None) or {}
-    sid = session_id or (header.get("id") if isinstance(header.get("id"), str) else None) or Path(source).stem
-    s = Session(id=sid, agent_id=agent_id, source=source, source_kind=source_kind, session_key=session_key,
-                started_at=parse_timestamp(header.get("timestamp")),
-                cwd=header.get("cwd") if isinstance(header.get("cwd"), str) else None,
-                version=header.get("version") if isinstance(header.get("version"), int) else None,
-                problems=list(problems or []))
+    s = _from_header(entries, source, source_kind, agent_id, session_id, session_key, problems)
     window = 0
     last_assistant: int | None = None
     provider = model = None
@@ -496,19 +513,10 @@ def build_session(entries: list[dict[str, Any]], *, source: str, source_kind: st
         if role == "user":
             s.messages.append(SessionMessage(role="user", **base))
         elif role == "assistant":
-            stop = m.get("stopReason") if isinstance(m.get("stopReason"), str) else None
-            err = m.get("errorMessage") if isinstance(m.get("errorMessage"), str) else None
-            injected = injected_kind(m)
-            if injected:
-                stats[f"injected_{injected}"] = stats.get(f"injected_{injected}", 0) + 1
-            else:  # the session's model is the real one, never "openclaw/gateway-injected"
+            s.messages.append(_assistant(m, calls, thinking, base, stats))
+            if not s.messages[-1].injected:  # the session's model is the real one, never "openclaw/gateway-injected"
                 provider = m.get("provider") or provider
                 model = m.get("model") or model
-            s.messages.append(SessionMessage(role="assistant", tool_calls=calls, thinking=thinking,
-                                             stop_reason=stop, error_message=err,
-                                             is_error=stop in ("error", "aborted") or bool(err),
-                                             model=m.get("model"), provider=m.get("provider"),
-                                             injected=injected, **base))
             last_assistant = s.messages[-1].index
         elif role == "toolResult":
             s.messages.append(SessionMessage(role="tool", tool_call_id=m.get("toolCallId"),

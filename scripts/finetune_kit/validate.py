@@ -219,20 +219,29 @@ def _not_jsonl(path: str) -> tuple[str, str] | None:
     if first.startswith(b"["):
         return "json_array_file", "the file is one JSON array, not JSON Lines (one object per line)"
     if first.startswith(b"{"):
-        return "pretty_printed_json", "the file holds pretty-printed JSON (an object spread over several lines), not JSON Lines"
+        return "pretty_printed_json", ("the file holds pretty-printed JSON (an object spread over several lines), "
+                                       "not JSON Lines")
     return None
+
+
+def _diagnose_not_jsonl(st: _FileState) -> bool:
+    """One diagnosis (with the command that converts it) for a JSON array / pretty-printed file,
+    instead of one invalid_json per physical line."""
+    shape = _not_jsonl(st.path)
+    if shape is None:
+        return False
+    prep = Path(__file__).resolve().parents[1] / "prepare_data.py"
+    st.lines = sum(1 for _ in open(st.path, "rb"))
+    st.add(Finding(shape[0], f"{shape[1]}; {st.lines:,} physical lines were not checked",
+                   f"convert it: python3 {prep} {st.path} --output-dir DIR (reads JSON arrays and "
+                   "pretty-printed files), then validate the files it writes", 1))
+    st.not_jsonl = True
+    return True
 
 
 def _validate_one(st: _FileState, counter, limit, earlier: list[_FileState], leakage: list[dict],
                   show_progress: bool) -> None:
-    shape = _not_jsonl(st.path)
-    if shape is not None:  # one diagnosis instead of one invalid_json per physical line
-        prep = Path(__file__).resolve().parents[1] / "prepare_data.py"
-        st.lines = sum(1 for _ in open(st.path, "rb"))
-        st.add(Finding(shape[0], f"{shape[1]}; {st.lines:,} physical lines were not checked",
-                       f"convert it: python3 {prep} {st.path} --output-dir DIR (reads JSON arrays and "
-                       "pretty-printed files), then validate the files it writes", 1))
-        st.not_jsonl = True
+    if _diagnose_not_jsonl(st):
         return
     size = Path(st.path).stat().st_size
     batch: list[tuple[int, Any]] = []  # (line, ChatExample) or (line, (format, checked dict))
