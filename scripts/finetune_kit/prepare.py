@@ -971,7 +971,8 @@ def _human(data: dict[str, Any], manifest: dict[str, Any], validation: dict[str,
                                                                  Counter(data["removed_codes"]).most_common(6)))
     if data["normalisation"]:
         lines.append("normalised: " + ", ".join(f"{k} {v:,}" for k, v in data["normalisation"].items()
-                                                  if not k.startswith("role_alias:")))
+                                                  if not k.startswith(("role_alias:", "openclaw_stripped:",
+                                                                       "openclaw_dropped:"))))
     lk = data["leakage"]
     lines.append("leakage across splits (re-checked): exact {e}, near-duplicate {n}, group {g}".format(
         e=lk["exact"], n="not checked (--no-near-dup)" if lk["near_dup"] is None else lk["near_dup"],
@@ -983,6 +984,15 @@ def _human(data: dict[str, Any], manifest: dict[str, Any], validation: dict[str,
                      f"qualify, {oc.get('windows', 0)} conversations; filtered out: "
                      f"{oc.get('sessions_filtered_out') or 'none'}; feedback +{fb.get('positive', 0)} "
                      f"-{fb.get('negative', 0)}")
+        for key in ("stripped", "dropped"):
+            if oc.get(key):
+                lines.append(f"  {key}: " + ", ".join(f"{k} {v:,}" for k, v in oc[key].items()))
+        w = oc.get("windowing") or {}
+        if w.get("max_tokens"):
+            lines.append(f"  token windows (--max-tokens {w['max_tokens']:,}, {w.get('max_tokens_source')}): "
+                         f"{w.get('examples_windowed', 0)} of {w.get('examples_in', 0)} conversations cut into "
+                         f"windows -> {w.get('windows', 0)} examples; {w.get('tokens_dropped', 0):,} of "
+                         f"{w.get('tokens_in', 0):,} tokens dropped")
     mix = data["mix"]
     lines.append("")
     lines.append(f"data mix ({mix['examples']:,} examples; refusal = regex heuristic; target: {mix['target_source']}):")
