@@ -396,3 +396,21 @@ def test_envelopes_made_by_openclaw_itself_are_stripped_to_the_typed_text():
     assert len(pairs) >= 40 and any("[message_id:" in p for p, _ in pairs)
     wrong = [(p, strip_user_text(p), t) for p, t in pairs if strip_user_text(p) != t]
     assert not wrong, wrong[:3]
+
+
+def test_bundle_system_prompt_over_the_budget_is_said(tmp_path):
+    """A trajectory bundle carries OpenClaw's system prompt and tools; when they alone exceed the
+    budget nothing fits: the session is removed with a reason and a warning says what to do."""
+    s = oc.read_trajectory_bundle(FIX / "bundle")
+    head = oc.session_to_chats(s)[0]
+    from finetune_kit.tokens import get_counter
+    from finetune_kit.windowing import WindowStats, window_example
+
+    n_head = get_counter().count_chats([head.model_copy(update={"messages": head.messages[:1]})])[0][0]
+    cp = run_script("prepare_data", "--min-examples", "1", "--from", "openclaw", FIX / "bundle",
+                    "-o", tmp_path / "o", "--max-tokens", str(max(1, n_head - 5)))
+    assert cp.returncode == 1 and "over_token_budget" in cp.stderr and "raise --max-tokens" in cp.stderr
+    assert "system prompt and tool definitions alone" in cp.stderr and "Traceback" not in cp.stderr
+    st = WindowStats()
+    assert window_example(head, lambda ex: get_counter().count_chats([ex])[0][0], 10 ** 6, st) == [head]
+    assert st.windows == 1 and st.tokens_dropped == 0

@@ -588,7 +588,8 @@ def preference_lines(rows: list[Row], opts: Options, ctx: ReadContext, warn_code
     _bump(ctx.counts, "preference_lines_kept", sum(1 for r in prefs if r.example is not None))
 
 
-def check_enough(rows: list[Row], is_oc: bool, opts: Options, oc_stats: dict[str, Any]) -> list[Row]:
+def check_enough(rows: list[Row], is_oc: bool, opts: Options, oc_stats: dict[str, Any],
+                 said: list[str] = ()) -> list[Row]:
     """The converted rows; BlockingProblem/UsageError when too few sessions/rows are left."""
     n_input = len(rows)
     converted = [r for r in rows if r.example is not None]
@@ -598,10 +599,11 @@ def check_enough(rows: list[Row], is_oc: bool, opts: Options, oc_stats: dict[str
         need = opts.min_samples if opts.min_samples is not None else 1
         have = oc_stats.get("sessions_qualifying", 0)
         if have < need:
+            unusable = dict(Counter(r.error.get("code") for r in rows if r.error))
             raise BlockingProblem(
                 f"only {have} OpenClaw session(s) qualify (need {need}): {oc_stats.get('sessions_read', 0)} read, "
-                f"filtered out {oc_stats.get('sessions_filtered_out') or {}}; widen --date-range/--agent-id "
-                "or collect more conversations")
+                f"filtered out {oc_stats.get('sessions_filtered_out') or {}}, unusable {unusable or {}}; "
+                + (" ".join(said) if said else "widen --date-range/--agent-id or collect more conversations"))
     elif opts.min_samples is not None and len(converted) < opts.min_samples:
         raise BlockingProblem(f"only {len(converted)} rows converted (need {opts.min_samples})")
     if not converted:
@@ -881,7 +883,7 @@ def prepare(opts: Options) -> cli.Result:
     rows, inputs_info = read_inputs(opts, ctx)
     fmt_counts, warn_codes = convert_and_clean(rows, opts, ctx)
     is_oc = any(i["format"] == "openclaw" for i in inputs_info)
-    converted = check_enough(rows, is_oc, opts, ctx.stats)
+    converted = check_enough(rows, is_oc, opts, ctx.stats, ctx.warnings)
     timings = {"read_convert": time.time() - t0}
 
     t1 = time.time()

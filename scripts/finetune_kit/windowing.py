@@ -35,6 +35,7 @@ class WindowStats:
     tokens_in: int = 0
     tokens_dropped: int = 0
     over_budget_prompt: int = 0           # examples whose system prompt + tools alone exceed the budget
+    prompt_tokens_max: int = 0            # the largest system prompt + tools (repeated in every window)
     largest_example_tokens: int = 0
 
     def to_dict(self) -> dict[str, int]:
@@ -81,6 +82,7 @@ def window_example(ex: chat.ChatExample, count: Count, max_tokens: int,
         return ex.model_copy(update={"messages": head + msgs})
 
     head_tokens = count(make([])) if head or ex.tools else 0
+    st.prompt_tokens_max = max(st.prompt_tokens_max, head_tokens)
     if head_tokens > max_tokens:
         st.over_budget_prompt += 1
         st.tokens_dropped += total

@@ -87,6 +87,11 @@ def read_openclaw(p: Path, ctx: ReadContext, start: int) -> list[Row]:
     st["sessions_filtered_out"] = {**st.get("sessions_filtered_out", {}), **dict(skipped)}
     st["filters"] = {"agent_id": opts.agent_id, "date_range": opts.date_range, "include_deleted": include}
     _report(st, counts, wst, ctx.max_tokens())
+    if wst.over_budget_prompt:
+        ctx.warnings.append(f"{wst.over_budget_prompt} conversation(s) dropped: their system prompt and tool "
+                            f"definitions alone are up to {wst.prompt_tokens_max:,} tokens, over --max-tokens "
+                            f"{ctx.max_tokens():,}; raise --max-tokens (and train with that --max-seq-length) or "
+                            "pass a shorter --system")
     return rows
 
 
@@ -97,8 +102,10 @@ def _report(st: dict[str, Any], counts: dict[str, int], wst: WindowStats, budget
     if counts.get("error_turns_dropped"):
         st["dropped"]["error_turns"] = counts["error_turns_dropped"]
     prev = st.get("windowing") or {}
-    w = {k: prev.get(k, 0) + v for k, v in wst.to_dict().items() if k != "largest_example_tokens"}
-    w["largest_example_tokens"] = max(prev.get("largest_example_tokens", 0), wst.largest_example_tokens)
+    peaks = ("largest_example_tokens", "prompt_tokens_max")
+    w = {k: prev.get(k, 0) + v for k, v in wst.to_dict().items() if k not in peaks}
+    for k in peaks:
+        w[k] = max(prev.get(k, 0), getattr(wst, k))
     st["windowing"] = {"max_tokens": budget, "max_tokens_source": st.get("max_tokens_source"), **w}
 
 
