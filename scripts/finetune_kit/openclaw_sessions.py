@@ -50,7 +50,11 @@ Public API (also used to collect failure cases):
 - :func:`session_to_chat` ``(session) -> chat.ChatExample`` (the whole active branch) and
   :func:`session_to_chats` (one example per reset window), built through the chat.py models.
 - :func:`strip_inbound_metadata` removes the metadata blocks OpenClaw prepends to inbound user
-  messages (sender ids, channel context: PII, and noise for training).
+  messages (sender ids, channel context: PII, and noise for training); the full set of strippers
+  (channel envelopes, message ids, system events, queued-message wrappers ...) is in
+  ``readers/openclaw_inbound.py`` and runs in :func:`session_to_chats`.
+- :func:`injected_kind` tells assistant entries OpenClaw wrote itself (``gateway-injected`` banners,
+  ``delivery-mirror`` copies) from model replies; they never become training targets.
 """
 
 from __future__ import annotations
