@@ -36,11 +36,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from pydantic import ValidationError
-
-from . import chat, cli, jsonl
+from . import cli, jsonl
+from .bootstrap import lazy_module
 from .dedup import NUM_PERM, SHINGLE, NearDupIndex
 from .errors import BlockingProblem, UsageError
+
+chat = lazy_module(__package__ + ".chat")
+pydantic = lazy_module("pydantic")
 
 FORMATS = ("auto", "chat", "prompt-completion", "alpaca", "sharegpt", "csv", "tsv", "openclaw")
 SPLITS = ("train", "validation", "test")
@@ -422,7 +424,7 @@ def _example(messages: list[dict[str, Any]], *, tools: Any = None, parallel: Any
         return chat.ChatExample(messages=[chat.Message(**m) for m in messages], tools=tools,
                                 parallel_tool_calls=parallel if isinstance(parallel, bool) else None,
                                 metadata=metadata or None)
-    except ValidationError as exc:
+    except pydantic.ValidationError as exc:
         e = exc.errors()[0]
         loc = ".".join(str(x) for x in e.get("loc", ()))
         raise Unconvertible("schema_error", f"{e.get('msg', 'invalid')} at {loc}") from exc
@@ -930,7 +932,7 @@ def _read_openclaw(p: Path, opts: Options, counts: dict[str, int], st: dict[str,
         try:
             exs = oc.session_to_chats(s, system=None, strip_metadata=not opts.keep_inbound_metadata,
                                       tools=tools, counts=counts)
-        except ValidationError as exc:
+        except pydantic.ValidationError as exc:
             rows.append(Row(index=start + len(rows), source="openclaw", line=None, session=s.id,
                             raw=s.to_dict(messages=False), fmt="openclaw",
                             error={"reason": "unconvertible", "code": "schema_error", "detail": str(exc)[:300]}))
