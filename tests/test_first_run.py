@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -146,6 +147,22 @@ def test_check_before_setup_installs_nothing(skill, bare):
 def test_setup_rejects_an_unknown_extra(skill, bare):
     cp = run(bare, skill, "setup", "--with", "gpu-magic")
     assert cp.returncode == 2 and cp.stderr.count("\n") == 1 and "pii, pii-ner, train" in cp.stderr
+
+
+def test_shipped_docs_point_only_at_shipped_files(skill):
+    unshipped = re.compile(r"(?<![\w.-])(?:tests|bench|\.ci)/[\w./-]*")
+    link = re.compile(r"\]\(([^)#\s]+)(?:#[^)]*)?\)")
+    problems = []
+    for md in sorted(skill.rglob("*.md")):
+        if ".venv" in md.parts:
+            continue
+        text = md.read_text(encoding="utf-8")
+        problems += [f"{md.relative_to(skill)}: {m.group(0)}" for m in unshipped.finditer(text)]
+        for m in link.finditer(text):
+            target = m.group(1)
+            if "://" not in target and not target.startswith("mailto:") and not (md.parent / target).exists():
+                problems.append(f"{md.relative_to(skill)}: link to {target}")
+    assert not problems, "\n".join(problems)
 
 
 # ----------------------------------------------------------------------------- setup, then the same calls
