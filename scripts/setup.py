@@ -345,7 +345,7 @@ def setup(args, wanted: list[str]) -> cli.Result:
     torch_info, torch_first = None, []
     if "train" in wanted:
         plan = torch_plan(args)
-        have = probe(py, ["torch"], do_import=True).get("torch")
+        have = stamp.get("torch") or probe(py, ["torch"], do_import=True).get("torch")
         if have and (have["cuda"] is None) == (plan["build"] == "cpu"):
             steps.append(f"torch {have['version']} already installed ({plan['build']} build)")
         else:
@@ -373,7 +373,7 @@ def setup(args, wanted: list[str]) -> cli.Result:
         all_reqs = sorted(done | set(want_reqs))
         (bootstrap.VENV_DIR / STAMP).write_text(json.dumps(
             {"python": str(py), "extras": sorted(set(stamp.get("extras", [])) | set(wanted)),
-             "requirements": all_reqs, "torch": verified.get("torch")}, indent=1), encoding="utf-8")
+             "requirements": all_reqs, "torch": verified.get("torch") or stamp.get("torch")}, indent=1), encoding="utf-8")
     found = probe(py, modules_of(list(EXTRAS)), do_import=False)["modules"]
     size = dir_size(bootstrap.VENV_DIR)
     secs = round(time.time() - started, 1)
