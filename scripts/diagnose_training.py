@@ -46,6 +46,7 @@ def handle(args) -> cli.Result:
     doc = {"findings": res["findings"], "best_step": res["best_step"], "best_step_reason": res["best_step_reason"],
            "summary": res["summary"], "log": str(src), "format": fmt, "plot": None}
     outputs = []
+    doc["plot_skipped"] = None
     if args.plot and not bootstrap.has_module("matplotlib"):   # optional: the diagnosis stands without it
         doc["plot_skipped"] = bootstrap.missing_line("matplotlib", script="diagnose_training")
         print(f"warning: --plot skipped: {doc['plot_skipped']}", file=sys.stderr)

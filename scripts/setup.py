@@ -206,7 +206,8 @@ def create_venv(tool: str) -> bool:
         return False
     venv = bootstrap.VENV_DIR
     if tool == "uv":
-        run_logged([shutil.which("uv") or "uv", "venv", "--python", sys.executable, str(venv)], "uv venv")
+        run_logged([shutil.which("uv") or "uv", "venv", "--seed", "--python", sys.executable, str(venv)],
+                   "uv venv")   # --seed: pip inside, for the extras SKILL.md installs by hand
         return True
     try:
         run_logged([sys.executable, "-m", "venv", str(venv)], "creating the environment")
