@@ -107,6 +107,8 @@ def setup_command(extras: list[str] | tuple[str, ...] = ()) -> str:
 def missing_line(module: str, why: str = "", script: str | None = None) -> str:
     """One line: the capability, what is missing, and the exact setup command."""
     top = module.split(".")[0]
+    if script is None and sys.argv and Path(sys.argv[0]).stem in SCRIPTS:   # raised deep in a library call
+        script = Path(sys.argv[0]).stem
     who = f"{script}: " if script else ""
     reason = f" ({why})" if why else ""
     if top in getattr(sys, "stdlib_module_names", ()):
