@@ -118,9 +118,7 @@ def missing_line(module: str, why: str = "", script: str | None = None) -> str:
              sys.executable + ("" if venv_python().exists() else ", no skill environment yet"))
     extra = _module_extra().get(top)
     if extra is None:   # not a package of ours (e.g. bitsandbytes, wandb): pip it into the environment
-        first = "" if venv_python().exists() else f"{setup_command()}, then "
-        return (f"{who}the package '{top}'{reason} is not installed in {where}; install it with: "
-                f"{first}{shlex.quote(str(venv_python()))} -m pip install {top}")
+        return f"{who}the package '{top}'{reason} is not installed in {where}; install it with: {pip_command(top)}"
     # the script's own needs come along, so one setup run is enough (train_lora: core + train)
     extras = [e for e in SCRIPTS.get(script or "", ((), ()))[0] if e != extra] + [extra]
     missing = [m for e in extras for m in EXTRAS[e][1] if not has_module(m)]
@@ -130,6 +128,15 @@ def missing_line(module: str, why: str = "", script: str | None = None) -> str:
     what = " and ".join(EXTRAS[e][0] for e in named)
     return (f"{who}missing packages for {what} (extra {', '.join(repr(e) for e in named)}) in {where}: "
             f"{_names(missing)}; set up with: {setup_command(extras)}")
+
+
+def pip_command(*packages: str) -> str:
+    """How to add packages beyond setup's extras to the environment the scripts run in (never system pip)."""
+    pkgs = " ".join(packages)
+    if in_venv() or (not venv_python().exists() and sys.prefix != sys.base_prefix):   # a venv of the user's
+        return f"{shlex.quote(sys.executable)} -m pip install {pkgs}"
+    first = "" if venv_python().exists() else f"{setup_command()}, then "
+    return f"{first}{shlex.quote(str(venv_python()))} -m pip install {pkgs}"
 
 
 def _names(mods: list[str], most: int = 6) -> str:

@@ -181,9 +181,7 @@ def progress(iterable: Iterable | None = None, *, total: int | None = None, desc
         show = False
     if not show:
         return _NoBar(iterable, total)
-    return tqdm(iterable, total=total, desc=desc, unit=unit, file=sys.stderr,
-                disable=not sys.stderr.isatty() or os.environ.get("FT_NO_PROGRESS") == "1",
-                leave=False, **kw)
+    return tqdm(iterable, total=total, desc=desc, unit=unit, file=sys.stderr, leave=False, **kw)
 
 
 class _NoBar:
@@ -208,6 +206,8 @@ class _NoBar:
         self.n += n
 
     def __getattr__(self, name):   # set_postfix, set_description, close, refresh, write ...
+        if name.startswith("__"):
+            raise AttributeError(name)
         return lambda *a, **k: None
 
 
