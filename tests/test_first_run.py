@@ -296,3 +296,16 @@ def test_diagnose_plot_without_matplotlib(monkeypatch, tmp_path, data, capsys):
     doc = json.loads(out)
     assert code in (0, 1) and doc["plot"] is None and not png.exists()
     assert "--plot skipped" in err and "setup.py --with plot" in doc["plot_skipped"]
+
+
+def test_setup_reads_pyproject_without_tomllib_too():
+    import tomllib
+
+    import setup
+
+    text = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
+    proj = tomllib.loads(text)["project"]
+    assert setup._read_arrays(text) == {"core": proj["dependencies"], **proj["optional-dependencies"]}  # Python 3.10
+    reqs = setup.read_requirements(ROOT / "pyproject.toml")
+    assert "openclaw-fine-tuning" not in " ".join(reqs["eval"]) and set(reqs["train"]) <= set(reqs["eval"])
+    assert setup.parse_extras("eval,pii-ner") == ["train", "eval", "pii", "pii-ner"]
