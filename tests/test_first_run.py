@@ -299,8 +299,7 @@ def test_diagnose_plot_without_matplotlib(monkeypatch, tmp_path, data, capsys):
 
 
 def test_setup_reads_pyproject_without_tomllib_too():
-    import tomllib
-
+    tomllib = pytest.importorskip("tomllib")   # the reference (Python 3.11+)
     import setup
 
     text = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
