@@ -7,9 +7,11 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from finetune_kit import bootstrap  # noqa: E402  (stdlib only)
 
+bootstrap.ensure(__file__)  # re-runs with <skill>/.venv when that is where the packages are
 from finetune_kit import cli, decide  # noqa: E402
-from finetune_kit import providers as P  # noqa: E402
+P = bootstrap.lazy_module("finetune_kit.providers")
 from finetune_kit.errors import UsageError  # noqa: E402
 
 DECISION_FLAGS = ("failure_mode", "examples", "monthly_requests", "requirements_change", "privacy", "budget")

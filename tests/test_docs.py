@@ -76,7 +76,7 @@ def test_help_ends_with_examples(script):
     lines = _parser(script).format_help().rstrip().splitlines()
     idx = max(i for i, line in enumerate(lines) if line.strip() == "examples:")
     tail = lines[idx + 1:]
-    assert 2 <= len(tail) <= 4 and all(t.strip().startswith(f"python3 {{baseDir}}/scripts/{script.name}")
+    assert 2 <= len(tail) <= 4 and all(t.strip().startswith(f"python3 {ROOT}/scripts/{script.name}")
                                        for t in tail)
 
 

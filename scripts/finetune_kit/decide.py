@@ -24,8 +24,10 @@ import datetime as _dt
 from dataclasses import asdict, dataclass
 from typing import Any, Optional
 
-from . import costs
-from . import providers as P
+from .bootstrap import lazy_module
+
+costs = lazy_module(__package__ + ".costs")
+P = lazy_module(__package__ + ".providers")
 
 FAILURE_MODES = ("format", "style", "knowledge", "cost", "latency", "task")
 RECOMMENDATIONS = ("fine_tune", "prompt", "rag", "collect_data")

@@ -69,9 +69,11 @@ from datetime import date, datetime, time, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
-from . import chat
+from .bootstrap import lazy_module
 from .errors import UsageError, require
 from .jsonl import iter_lines
+
+chat = lazy_module(__package__ + ".chat")
 
 SQLITE_NAME = "openclaw-agent.sqlite"
 TRAJECTORY_BRANCH = "session-branch.json"

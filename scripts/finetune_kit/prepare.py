@@ -40,13 +40,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
-from . import chat, cli, jsonl
+from . import cli, jsonl
+from .bootstrap import lazy_module
 from .dedup import NUM_PERM, SHINGLE, NearDupIndex
 from .errors import BlockingProblem, UsageError
 from .readers import (ROW_FORMATS, ReadContext, Row, Unconvertible, convert_row, detect_row_format, file_kind,
                       normalise_tools, reader_for)
 from .readers import bump as _bump
 from .readers.tabular import csv_example
+
+chat = lazy_module(__package__ + ".chat")
 
 FORMATS = ("auto", "chat", "prompt-completion", "alpaca", "sharegpt", "preference", "pairwise-preference", "csv",
            "tsv", "openclaw")
