@@ -69,8 +69,8 @@ def build_parser():
     g.add_argument("--requests-per-month", type=float, metavar="N", help="requests per month")
     g.add_argument("--eval-tokens", type=int, metavar="N", help="held-out tokens per evaluation in the self-hosted "
                    "training time (default 10%% of the training tokens)")
-    g.add_argument("--evals", type=int, default=costs.DEFAULT_EVALS, metavar="N",
-                   help=f"evaluations per training run in the self-hosted time (default {costs.DEFAULT_EVALS})")
+    g.add_argument("--evals", type=int, default=10, metavar="N",
+                   help=f"evaluations per training run in the self-hosted time (default 10)")
     g = p.add_argument_group("price overrides ($ per 1M tokens unless noted)")
     for flag, what in (("--train-price", "training price per 1M training tokens"),
                        ("--base-input-price", "base model input"), ("--base-output-price", "base model output"),

@@ -539,3 +539,17 @@ def test_current_model_alone_prices_today_and_the_prompt_only_switch():
                       "--output-tokens", "200", "--requests-per-month", "200000", "--as-of", "2027-01-20")
     assert [r["model"] for r in doc["prompt_only"]] == ["gpt-5.4-mini", "gpt-6-luna"]
     assert doc["baseline"]["status"] == "retired (2027-01-14)"
+
+
+def test_evals_flag_default_is_the_library_default():
+    """estimate_costs.py spells the default out (its --help must work without the library's packages)."""
+    import importlib.util
+
+    from conftest import SCRIPTS
+    from finetune_kit import costs
+
+    spec = importlib.util.spec_from_file_location("_est", SCRIPTS / "estimate_costs.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    act = next(a for a in mod.build_parser()._actions if "--evals" in a.option_strings)
+    assert act.default == costs.DEFAULT_EVALS

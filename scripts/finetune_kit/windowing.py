@@ -20,9 +20,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from . import chat
+from .bootstrap import lazy_module
 
-Count = Callable[[chat.ChatExample], int]
+chat = lazy_module(__package__ + ".chat")
+Count = Callable[["chat.ChatExample"], int]
 
 
 @dataclass

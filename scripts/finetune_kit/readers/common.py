@@ -12,9 +12,10 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import ValidationError
+from ..bootstrap import lazy_module
 
-from .. import chat
+chat = lazy_module(__package__.rpartition(".")[0] + ".chat")
+pydantic = lazy_module("pydantic")
 
 ROLE_ALIASES = {
     "user": "user", "human": "user", "humans": "user", "prompter": "user", "question": "user",
@@ -359,7 +360,7 @@ def make_example(messages: list[dict[str, Any]], *, tools: Any = None, parallel:
         return chat.ChatExample(messages=[chat.Message(**m) for m in messages], tools=tools,
                                 parallel_tool_calls=parallel if isinstance(parallel, bool) else None,
                                 metadata=metadata or None)
-    except ValidationError as exc:
+    except pydantic.ValidationError as exc:
         e = exc.errors()[0]
         loc = ".".join(str(x) for x in e.get("loc", ()))
         raise Unconvertible("schema_error", f"{e.get('msg', 'invalid')} at {loc}") from exc

@@ -14,12 +14,13 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
-
 from .. import cli
 from .. import openclaw_sessions as oc
 from ..windowing import WindowStats, window_example
+from ..bootstrap import lazy_module
 from .common import ReadContext, Row, bump
+
+pydantic = lazy_module("pydantic")
 
 STRIPPED, DROPPED = "openclaw_stripped:", "openclaw_dropped:"
 
@@ -37,7 +38,7 @@ def _session_rows(s: oc.Session, ctx: ReadContext, start: int, wst: WindowStats)
         exs = oc.session_to_chats(s, system=None, strip_metadata=not opts.keep_inbound_metadata,
                                   tools=ctx.tools, counts=counts,
                                   keep_unanswered_tool_calls=getattr(opts, "keep_unanswered_tool_calls", False))
-    except ValidationError as exc:
+    except pydantic.ValidationError as exc:
         return [_error_row(start, rows, s, "schema_error", str(exc)[:300])]
     if not exs:
         if s.user_turns:
