@@ -67,6 +67,9 @@ KNOWN_SHAPES: dict[str, dict[str, Any]] = {
     "mistral-7b": {"model_type": "mistral", "hidden_size": 4096, "intermediate_size": 14336,
                    "num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 8,
                    "head_dim": 128, "vocab_size": 32768, "tie_word_embeddings": False},
+    "llama-3.3-70b": {"model_type": "llama", "hidden_size": 8192, "intermediate_size": 28672,
+                      "num_hidden_layers": 80, "num_attention_heads": 64, "num_key_value_heads": 8,
+                      "head_dim": 128, "vocab_size": 128256, "tie_word_embeddings": False},
     "smollm2-135m": {"model_type": "llama", "hidden_size": 576, "intermediate_size": 1536,
                      "num_hidden_layers": 30, "num_attention_heads": 9, "num_key_value_heads": 3,
                      "head_dim": 64, "vocab_size": 49152, "tie_word_embeddings": True},
@@ -158,8 +161,14 @@ class Estimate:
 
 def estimate(shape: Shape, *, method: str = "lora", r: int = 16, target_modules=None,
              batch_size: int = 1, seq_len: int = 2048, gradient_checkpointing: bool = True,
-             dtype: str = "bf16", lora_dropout: float = 0.0, fused_lm_head: bool = True) -> Estimate:
-    """Peak allocated memory (bytes) for one training step; see the module docstring."""
+             dtype: str = "bf16", lora_dropout: float = 0.0, fused_lm_head: bool = True,
+             shards: int = 1) -> Estimate:
+    """Peak allocated memory (bytes) for one training step on one device; see the module docstring.
+
+    ``shards`` > 1: FSDP full sharding over that many GPUs - weights, LoRA parameters, gradients and
+    optimizer states are split; each GPU gathers one decoder layer's full weights at a time plus one
+    prefetched (2 layers); activations are per GPU as before.
+    """
     a = 4 if dtype == "fp32" else 2
     p = shape.params()
     h, I, L = shape.hidden, shape.intermediate, shape.layers
@@ -173,7 +182,7 @@ def estimate(shape: Shape, *, method: str = "lora", r: int = 16, target_modules=
     other = p["embeddings"] + p["lm_head"] + p["norms"]
     if method == "qlora":
         weight_bits = NF4_BITS
-        weights = p["linear"] * NF4_BITS / 8 + other * 2
+        weights = p["linear"] * NF4_BITS / 8 + other * a
     else:
         weight_bits = a * 8
         weights = p["total"] * a
@@ -208,6 +217,10 @@ def estimate(shape: Shape, *, method: str = "lora", r: int = 16, target_modules=
     transient = 0.0
     if method == "qlora":
         transient = 2 * max(i * o for i, o in lin.values()) * 2
+    if shards > 1:
+        layer_weights = p["linear"] / L * (NF4_BITS / 8 if method == "qlora" else a)
+        weights = weights / shards + 2 * layer_weights
+        lora_states = lora_states / shards
 
     total = weights + lora_states + activations + logits + transient
     return Estimate(weights=weights, lora_states=lora_states, activations=activations, logits=logits,
