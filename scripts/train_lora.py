@@ -149,7 +149,10 @@ def _memory_only(args) -> cli.Result:
                      f"context + fragmentation)")
         for s in r.get("suggestions", [])[:3]:
             lines.append(f"      - {s['change']}: {s['estimate_gib']} GiB ({s['verdict']})")
-    data = {"stage": "memory", "config": cfg.resolved(), "estimates": reports}
+    approx = shape_cfg.get("_approximate") if isinstance(shape_cfg, dict) else None
+    if approx:
+        lines.append(f"  note: approximate preset - {approx}")
+    data = {"stage": "memory", "config": cfg.resolved(), "estimates": reports, "approximate": approx}
     return cli.Result(data, "\n".join(lines), summary={"estimate_gib": e["total"]})
 
 
