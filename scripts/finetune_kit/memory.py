@@ -355,7 +355,7 @@ def suggestions(shape: Shape, params: dict[str, Any], device_gib: float,
         b = max(1, params["batch_size"] // 2)
         add(f"halve the batch to {b} and double --grad-accum (same effective batch)", {"batch_size": b})
     if params.get("method") != "qlora":
-        add("use QLoRA (--method qlora: 4-bit base weights, CUDA only)", {"method": "qlora"})
+        add("use QLoRA (--method qlora: 4-bit base weights)", {"method": "qlora"})
     seq = params.get("seq_len", 2048)
     shorter = seq_hint if seq_hint and seq_hint < seq else seq // 2
     if shorter >= 128 and shorter < seq:
