@@ -12,6 +12,11 @@ It also prints the memory estimator's figures for Llama-3.1-8B (bf16 LoRA and QL
 2048, packed) next to torchtune's published RTX 4090 / A6000 measurements (facts file) - an
 estimate, not a measurement.
 
+Memory mode (``--memory``, CPU, ~10-20 minutes on 2 busy cores): for the tiny random Llama (hidden 64) and
+SmolLM2-135M, in fp32, bf16 (``--bf16 on``) and NF4 (``--method qlora``), each in a fresh process: the
+estimator's peak vs the measured growth of peak RSS (``VmHWM``, reset through ``/proc/self/clear_refs``) over the
+training steps, and including the model load.
+
 GPU mode (``--gpu``, needs CUDA + bitsandbytes, ~16 GB of disk): builds a Llama-3.1-8B-shaped model
 with random weights from its config (no download), saves it once under bench/out/, then trains
 bf16 LoRA and QLoRA for ``--steps`` steps at sequence 2048 (packed, batch 2) and compares measured
@@ -19,6 +24,7 @@ peak memory (``torch.cuda.max_memory_allocated``) and tokens/s with our estimate
 figures.
 
     python bench/train.py                 # CPU: packing vs padding
+    python bench/train.py --memory        # CPU: memory estimate vs measured peak RSS
     python bench/train.py --gpu --steps 10
 """
 
@@ -354,11 +360,16 @@ def main() -> None:
     else:
         g = doc["gpu"]
         print(f"GPU: {g['device']}, Llama-3.1-8B-shaped random weights, batch 2 x 2048 packed, r=8")
-        print("| method | measured peak GiB | our estimate GiB | tokens/s |")
-        print("|---|---:|---:|---:|")
+        print("| method | measured peak GiB (max_allocated) | our estimate GiB | estimate error | tokens/s | "
+              "torchtune RTX 4090 tokens/s, GiB |")
+        print("|---|---:|---:|---:|---:|---:|")
+        ref = {t["method"]: t for t in TORCHTUNE if t["gpu"] == "RTX 4090"}
         for r in g["runs"]:
-            print(f"| {r['method']} | {r['peak_memory']['gib']} | {r['memory_estimate_gib']} | "
-                  f"{r['tokens_per_s_overall']:,} |")
+            meas, est = r["peak_memory"]["gib"], r["memory_estimate_gib"]
+            err = f"{100 * (est - meas) / meas:+.1f}%" if meas else "-"
+            t = ref.get(r["method"], {})
+            print(f"| {r['method']} | {meas} | {est} | {err} | {r['tokens_per_s_overall']:,} | "
+                  f"{t.get('tokens_per_s', '-'):,}, {t.get('peak_gib', '-')} |")
     print("\nLlama-3.1-8B, batch 2 x 2048, gradient checkpointing - our ESTIMATE (not measured) vs torchtune's "
           "published measurements:")
     print("| method | LoRA | weights | LoRA+AdamW | activations | loss head | total GiB (estimate) |")

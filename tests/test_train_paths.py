@@ -335,3 +335,21 @@ def test_fsdp_planning_shards_a_70b_qlora_over_two_24gb_gpus():
     assert e1["fit"]["verdict"] == "does_not_fit"
     assert e2["estimate_gib"]["weights"] < 0.6 * e1["estimate_gib"]["weights"]
     assert e2["inputs"]["shards"] == 2
+
+
+def test_settings_the_device_cannot_honour_are_named(tiny, data, monkeypatch):
+    from finetune_kit import train_config, train_plan
+
+    # an old bitsandbytes without the CPU backend: refused in the preflight, with the fix
+    monkeypatch.setattr(train_plan, "_bnb_version", lambda: (0, 49))
+    code, rep, _ = run_main("--base-model", tiny, "--train", data["train"], "--method", "qlora", "--dry-run", *COMMON)
+    assert code == 1
+    (p,) = [p for p in rep["problems"] if p["code"] == "qlora_needs_bitsandbytes"]
+    assert ">= 0.50" in p["message"] and "0.49" in p["message"] and "pip install" in p["hint"]
+    # devices this machine is not (described, since none is here): Apple MPS and a pre-Ampere GPU
+    cfg = train_config.build(None, {"method": "qlora", "bf16": True})
+    mps = train_plan.device_problems(cfg, {"device": "mps"}, {"kind": "mps", "name": "Apple MPS"})
+    assert {d["code"] for d in mps} == {"qlora_unsupported_device", "bf16_unsupported"}
+    monkeypatch.setattr(train_plan, "_bnb_version", lambda: (0, 50))
+    v100 = train_plan.device_problems(cfg, {"device": "cuda"}, {"kind": "cuda", "name": "Tesla V100", "bf16": False})
+    assert [d["code"] for d in v100] == ["bf16_unsupported"] and "--bf16 off" in v100[0]["hint"]
