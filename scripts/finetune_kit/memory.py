@@ -28,6 +28,12 @@ Terms (bytes; ``a`` = activation bytes: 2 for bf16/fp16, 4 for fp32; ``T`` = bat
   classic materialised figure (``T * vocab * (a + 12)``: bf16 logits, fp32 log-softmax,
   fp32 gradients) is reported as ``logits_materialized`` for other trainers.
 - **transient**: QLoRA dequantises one linear layer at a time to bf16 (the largest, twice).
+
+Beyond the Llama block: Qwen3.5's Gated DeltaNet layers (their own projections, counted per layer kind) and
+gated attention (``q_proj`` twice as wide), and MoE models (fused expert weights: counted in the weights in
+the compute dtype - bitsandbytes quantizes ``nn.Linear`` only - not adapted by ``all-linear`` LoRA, with the
+activations of the routed experts). Parameter and LoRA counts are checked against real transformers models
+in the tests. ``shards`` gives the per-GPU figure under FSDP full sharding.
 """
 
 from __future__ import annotations

@@ -626,9 +626,11 @@ def format_preflight(rep: dict[str, Any]) -> str:
                      f"({plan.get('evaluations')} evaluations), checkpoint every {plan['save_steps']} steps "
                      f"({plan.get('checkpoints')} checkpoints)")
         te = plan.get("throughput_estimate")
-        if te:
+        if te and te.get("tokens_per_s"):
             lines.append(f"  speed (rough estimate, not measured): ~{te['tokens_per_s']:,} tokens/s -> "
                          f"~{te['train_minutes']} min for {te['tokens']:,} tokens")
+        elif te:
+            lines.append(f"  speed: {te['basis']}")
     mem = rep.get("memory") or {}
     if "estimate_gib" in mem:
         e = mem["estimate_gib"]

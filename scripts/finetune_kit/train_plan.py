@@ -33,6 +33,7 @@ MIN_BNB_CPU = (0, 50)       # bitsandbytes with the CPU backend
 REF_TOKENS_PER_S = {"lora": 3083.0, "qlora": 2413.0}
 REF_PARAMS = 8_030_261_248
 REF_TFLOPS = 165.0
+MIN_SCALED_PARAMS = 1e9
 
 
 def distributed_env(env: dict[str, str] | None = None) -> dict[str, Any]:
@@ -107,9 +108,12 @@ def throughput_estimate(method: str, params: int, gpu: dict[str, Any], steps: in
                         seq: int, data_tokens: int, epochs: float | None) -> dict[str, Any]:
     """A rough tokens/s and duration for a --gpu plan, scaled from a published reference (not measured)."""
     tflops = float(gpu.get("tflops_bf16") or REF_TFLOPS)
-    tps = REF_TOKENS_PER_S.get(method, REF_TOKENS_PER_S["lora"]) * REF_PARAMS / max(params, 1) * tflops / REF_TFLOPS
     tokens = data_tokens * epochs if epochs else steps * eff_batch * seq
-    return {"tokens_per_s": round(tps), "tokens": int(tokens), "train_minutes": round(tokens / tps / 60, 1),
+    if params < MIN_SCALED_PARAMS:  # small models are bound by overheads, not FLOPs: the scaling does not hold
+        return {"tokens_per_s": None, "tokens": int(tokens), "train_minutes": None,
+                "basis": f"no estimate below {MIN_SCALED_PARAMS / 1e9:.0f}B parameters (overhead-bound)"}
+    tps = REF_TOKENS_PER_S.get(method, REF_TOKENS_PER_S["lora"]) * REF_PARAMS / max(params, 1) * tflops / REF_TFLOPS
+    return {"tokens_per_s": round(tps), "tokens": int(tokens), "train_minutes": round(tokens / tps / 60, 2),
             "basis": "torchtune's published RTX 4090 Llama-3.1-8B figure (LoRA 3,083 / QLoRA 2,413 tok/s, batch 2 "
                      "x 2048 packed), scaled by parameter count and peak bf16 TFLOPS - a rough estimate, not a "
                      "measurement"}
