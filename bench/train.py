@@ -12,6 +12,11 @@ It also prints the memory estimator's figures for Llama-3.1-8B (bf16 LoRA and QL
 2048, packed) next to torchtune's published RTX 4090 / A6000 measurements (facts file) - an
 estimate, not a measurement.
 
+Memory mode (``--memory``, CPU, ~10-20 minutes on 2 busy cores): for the tiny random Llama (hidden 64) and
+SmolLM2-135M, in fp32, bf16 (``--bf16 on``) and NF4 (``--method qlora``), each in a fresh process: the
+estimator's peak vs the measured growth of peak RSS (``VmHWM``, reset through ``/proc/self/clear_refs``) over the
+training steps, and including the model load.
+
 GPU mode (``--gpu``, needs CUDA + bitsandbytes, ~16 GB of disk): builds a Llama-3.1-8B-shaped model
 with random weights from its config (no download), saves it once under bench/out/, then trains
 bf16 LoRA and QLoRA for ``--steps`` steps at sequence 2048 (packed, batch 2) and compares measured
@@ -19,6 +24,7 @@ peak memory (``torch.cuda.max_memory_allocated``) and tokens/s with our estimate
 figures.
 
     python bench/train.py                 # CPU: packing vs padding
+    python bench/train.py --memory        # CPU: memory estimate vs measured peak RSS
     python bench/train.py --gpu --steps 10
 """
 
@@ -77,7 +83,7 @@ def small_model(target: Path, tok_dir: Path, hidden: int = 256, layers: int = 4)
     tok = AutoTokenizer.from_pretrained(str(tok_dir))
     torch.manual_seed(0)
     cfg = LlamaConfig(vocab_size=len(tok), hidden_size=hidden, intermediate_size=int(hidden * 2.75),
-                      num_hidden_layers=layers, num_attention_heads=hidden // 64, num_key_value_heads=hidden // 128,
+                      num_hidden_layers=layers, num_attention_heads=hidden // 64, num_key_value_heads=max(1, hidden // 128),
                       head_dim=64, max_position_embeddings=2048, tie_word_embeddings=True,
                       bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
     LlamaForCausalLM(cfg).save_pretrained(str(target))
@@ -153,6 +159,92 @@ def cpu_bench(args) -> dict:
             "runs": results}
 
 
+MEMORY_CASES = [(model, mode) for model in ("tiny", "smollm2-135m") for mode in ("fp32", "bf16", "nf4")]
+
+
+def _proc_status(key: str) -> int:
+    with open("/proc/self/status", encoding="ascii") as fh:
+        for line in fh:
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) * 1024
+    raise KeyError(key)
+
+
+def memory_child(spec: dict) -> dict:
+    """One fresh process: the estimator's figure vs the measured peak RSS growth of train() on CPU."""
+    import gc
+
+    cfg = train_config.build(None, {
+        "base_model": spec["model_dir"], "train": spec["data"], "output_dir": spec["out"], "batch_size": spec["batch"],
+        "grad_accum": 1, "max_steps": spec["steps"], "lr": 2e-4, "max_seq_length": spec["seq"], "packing": True,
+        "logging_steps": 1, "save_steps": 10_000, "lr_scheduler": "constant", "warmup_steps": 0,
+        "gradient_checkpointing": False, "dropout": 0.0, "bf16": spec["mode"] == "bf16", "allow_truncation": True,
+        "method": "qlora" if spec["mode"] == "nf4" else "lora"})
+    p = train.preflight(cfg, skip_memory_check=True)
+    if not p.report["ok"]:
+        raise SystemExit(f"preflight failed: {p.report['problems']}")
+    import transformers
+
+    def reset_peak():  # Linux: VmHWM (peak RSS) restarts from the current RSS
+        with open("/proc/self/clear_refs", "w", encoding="ascii") as fh:
+            fh.write("5")
+
+    seen: dict = {}
+
+    class StepsOnly(transformers.TrainerCallback):
+        """Peak RSS of the training steps alone: the load transient (a CPU-only effect: the checkpoint's
+        mmapped pages and the loaded copy are resident together) is left out."""
+
+        def on_train_begin(self, args, state, control, **kw):
+            seen["load_peak"] = _proc_status("VmHWM")
+            seen["after_load"] = _proc_status("VmRSS")
+            reset_peak()
+
+    gc.collect()
+    before = _proc_status("VmRSS")
+    reset_peak()
+    m = train.train(p, output_dir=spec["out"], force=True, callbacks=[StepsOnly()])
+    peak_steps = _proc_status("VmHWM")
+    est = p.report["memory"]["estimate_gib"]
+    g = memory.GIB
+    return {"model": spec["name"], "mode": spec["mode"], "params": p.report["memory"]["base_params"],
+            "estimate_gib": est["total"], "estimate_terms_gib": est,
+            "measured_gib": round((peak_steps - before) / g, 3),
+            "measured_with_load_gib": round((max(peak_steps, seen["load_peak"]) - before) / g, 3),
+            "resident_after_load_gib": round((seen["after_load"] - before) / g, 3),
+            "rss_before_gib": round(before / g, 3), "steps": m["steps"], "tokens": m["tokens_trained"],
+            "batch_x_seq": f"{spec['batch']} x {spec['seq']} (packed)"}
+
+
+def memory_bench(args) -> dict:
+    """Estimator vs measured peak RSS on CPU (fp32, bf16, NF4) for the tiny model and SmolLM2-135M."""
+    import subprocess
+
+    src = models.ensure_hf_dir(models.resolve("smollm2-135m"))
+    OUT.mkdir(parents=True, exist_ok=True)
+    tiny = OUT / "train-bench-tiny64"
+    if not (tiny / "config.json").is_file():
+        small_model(tiny, src, hidden=64, layers=2)
+    rows = []
+    with tempfile.TemporaryDirectory(dir=OUT) as td:
+        data = Path(td) / "mem.jsonl"
+        data.write_text("".join(json.dumps(r) + "\n" for r in skewed_rows(96, max_words=120)), encoding="utf-8")
+        for name, mode in MEMORY_CASES:
+            spec = {"name": name, "mode": mode, "model_dir": str(tiny if name == "tiny" else src), "data": str(data),
+                    "out": str(Path(td) / f"{name}-{mode}"), "batch": args.mem_batch, "seq": args.mem_seq,
+                    "steps": args.mem_steps}
+            cp = subprocess.run([sys.executable, __file__, "--memory-child", json.dumps(spec)], capture_output=True,
+                                text=True, env={**os.environ, "FT_CPU_THREADS": "2"})
+            if cp.returncode != 0:
+                raise SystemExit(f"{name} {mode} failed:\n{cp.stderr[-2000:]}")
+            r = json.loads(cp.stdout.strip().splitlines()[-1])
+            r["error_pct"] = round(100 * (r["estimate_gib"] - r["measured_gib"]) / r["measured_gib"], 1) \
+                if r["measured_gib"] > 0 else None
+            rows.append(r)
+            print(json.dumps(r), file=sys.stderr)
+    return {"runs": rows}
+
+
 def gpu_bench(args) -> dict:  # pragma: no cover - needs CUDA
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
@@ -207,9 +299,42 @@ def main() -> None:
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--estimates-only", action="store_true",
                     help="print the estimator's memory table for common models and GPUs (no training)")
+    ap.add_argument("--memory", action="store_true",
+                    help="CPU: the estimator vs measured peak RSS, fp32 / bf16 / NF4, tiny model and SmolLM2-135M")
+    ap.add_argument("--mem-batch", type=int, default=2)
+    ap.add_argument("--mem-seq", type=int, default=256)
+    ap.add_argument("--mem-steps", type=int, default=2)
+    ap.add_argument("--memory-child", metavar="JSON", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.estimates_only:
         print(memory.table(ESTIMATE_TABLE_ROWS))
+        return
+    if args.memory_child:
+        print(json.dumps(memory_child(json.loads(args.memory_child))))
+        return
+    if args.memory:
+        doc = memory_bench(args)
+        if args.json:
+            print(json.dumps(doc, indent=2))
+            return
+        print(f"CPU peak memory of train_lora.py's training step (batch {args.mem_batch} x {args.mem_seq} packed, "
+              f"{args.mem_steps} steps, no gradient checkpointing): estimator vs measured growth of peak RSS")
+        print("| model | params | mode | estimate GiB | measured (steps) GiB | error | measured incl. load GiB |")
+        print("|---|---:|---|---:|---:|---:|---:|")
+        for r in doc["runs"]:
+            print(f"| {r['model']} | {r['params'] / 1e6:.1f}M | {r['mode']} | {r['estimate_gib']} | "
+                  f"{r['measured_gib']} | {r['error_pct']:+.1f}% | {r['measured_with_load_gib']} |")
+        tiny = {r["mode"]: r for r in doc["runs"] if r["model"] == "tiny"}
+        print("\nModel-dependent part (SmolLM2-135M minus the tiny model, same mode: removes the fixed CPU overhead of "
+              "the first training step - allocator arenas, kernels, thread pools):")
+        print("| mode | estimate GiB | measured GiB | error |")
+        print("|---|---:|---:|---:|")
+        for r in doc["runs"]:
+            t = tiny.get(r["mode"])
+            if r["model"] == "tiny" or not t:
+                continue
+            de, dm = r["estimate_gib"] - t["estimate_gib"], r["measured_gib"] - t["measured_gib"]
+            print(f"| {r['mode']} | {de:.2f} | {dm:.3f} | {100 * (de - dm) / dm:+.1f}% |")
         return
     doc = {"estimates_llama_3_1_8b_b2_s2048": estimate_rows(), "torchtune_published": TORCHTUNE}
     doc["cpu" if not args.gpu else "gpu"] = gpu_bench(args) if args.gpu else cpu_bench(args)
@@ -235,11 +360,16 @@ def main() -> None:
     else:
         g = doc["gpu"]
         print(f"GPU: {g['device']}, Llama-3.1-8B-shaped random weights, batch 2 x 2048 packed, r=8")
-        print("| method | measured peak GiB | our estimate GiB | tokens/s |")
-        print("|---|---:|---:|---:|")
+        print("| method | measured peak GiB (max_allocated) | our estimate GiB | estimate error | tokens/s | "
+              "torchtune RTX 4090 tokens/s, GiB |")
+        print("|---|---:|---:|---:|---:|---:|")
+        ref = {t["method"]: t for t in TORCHTUNE if t["gpu"] == "RTX 4090"}
         for r in g["runs"]:
-            print(f"| {r['method']} | {r['peak_memory']['gib']} | {r['memory_estimate_gib']} | "
-                  f"{r['tokens_per_s_overall']:,} |")
+            meas, est = r["peak_memory"]["gib"], r["memory_estimate_gib"]
+            err = f"{100 * (est - meas) / meas:+.1f}%" if meas else "-"
+            t = ref.get(r["method"], {})
+            print(f"| {r['method']} | {meas} | {est} | {err} | {r['tokens_per_s_overall']:,} | "
+                  f"{t.get('tokens_per_s', '-'):,}, {t.get('peak_gib', '-')} |")
     print("\nLlama-3.1-8B, batch 2 x 2048, gradient checkpointing - our ESTIMATE (not measured) vs torchtune's "
           "published measurements:")
     print("| method | LoRA | weights | LoRA+AdamW | activations | loss head | total GiB (estimate) |")

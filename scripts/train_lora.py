@@ -30,7 +30,8 @@ def _onoff(v: str):
 def build_parser():
     p = cli.make_parser(
         "train_lora",
-        "Fine-tune a LoRA (or QLoRA, CUDA only) adapter with TRL + PEFT on chat JSONL.\n"
+        "Fine-tune a LoRA or QLoRA adapter with TRL + PEFT on chat JSONL (CUDA GPU, or CPU for small\n"
+        "models; several GPUs/processes with `accelerate launch`, see training.md).\n"
         "A preflight always runs first: data validation, chat-template rendering with exact labels\n"
         "(only assistant turns and their end-of-turn token are trained; weight 0 honoured), truncation\n"
         "and zero-trainable refusals, pad/eos check, and a peak-memory estimate against the GPU.\n"
@@ -43,6 +44,7 @@ def build_parser():
                          "--base-model smollm2-135m --train train.jsonl --validation val.jsonl "
                          "--output-dir runs/v1",
                          "--config ft-config.yaml --dry-run --gpu rtx4090 --json",
+                         "--memory-only --base-model llama-3.3-70b --method qlora --gpu rtx4090 --fsdp-gpus 2",
                          "--output-dir runs/v1 --resume"))
     g = p.add_argument_group("what to train")
     g.add_argument("--config", metavar="FILE", help="ft-config.yaml (schema in training.md); flags override it")
@@ -51,7 +53,7 @@ def build_parser():
     g.add_argument("--train", metavar="FILE", help="training data (chat, prompt-completion or preference JSONL)")
     g.add_argument("--validation", metavar="FILE", help="validation data: eval every --eval-steps")
     g.add_argument("--output-dir", metavar="DIR", help="where the adapter and logs go (new or empty; --force)")
-    g.add_argument("--method", choices=["lora", "qlora"], help="lora (default) or qlora (4-bit NF4 base, CUDA)")
+    g.add_argument("--method", choices=["lora", "qlora"], help="lora (default) or qlora (4-bit NF4 base via bitsandbytes; CUDA, or CPU with bitsandbytes>=0.50)")
     g.add_argument("--chat-template", metavar="FILE.jinja", help="replace the tokenizer's chat template")
     g.add_argument("--init-adapter", metavar="DIR",
                    help="start from this adapter's weights on new data (a new run; see --resume)")
@@ -79,8 +81,10 @@ def build_parser():
     tr.add_argument("--gradient-checkpointing", type=_onoff, metavar="auto|on|off",
                     help="recompute activations in backward (default auto: on for CUDA)")
     tr.add_argument("--bf16", type=_onoff, metavar="auto|on|off", help="bfloat16 (default auto: where supported)")
-    tr.add_argument("--save-steps", type=int, help="checkpoint every N steps (default 100)")
-    tr.add_argument("--eval-steps", type=int, help="evaluate every N steps (default: --save-steps)")
+    tr.add_argument("--save-steps", type=int,
+                    help="checkpoint every N steps (default: --eval-steps, i.e. ~10 checkpoints per run)")
+    tr.add_argument("--eval-steps", type=int,
+                    help="evaluate every N steps (default: --save-steps if set, else ~10 evaluations per run)")
     tr.add_argument("--logging-steps", type=int, help="log every N steps (default: ~20 lines per run)")
     tr.add_argument("--early-stopping-patience", type=int, metavar="N",
                     help="stop after N evaluations without a better eval_loss (needs --validation)")
@@ -92,13 +96,17 @@ def build_parser():
     pf.add_argument("--dry-run", action="store_true",
                     help="run the preflight only (nothing is trained; no weights are loaded, except that a "
                          ".gguf base is converted once)")
-    pf.add_argument("--gpu", choices=sorted(memory.GPUS), help="plan the memory for this GPU instead of the "
-                    "detected device")
+    pf.add_argument("--gpu", choices=sorted(memory.GPUS), help="plan for this GPU instead of this machine (with "
+                    "--dry-run or --memory-only): precision, checkpointing, memory and a rough speed are the GPU's")
     pf.add_argument("--skip-memory-check", action="store_true",
                     help="train even when the estimate says the GPU is too small")
     pf.add_argument("--memory-only", action="store_true",
                     help="only the memory estimate (no data needed); --base-model may also be one of: "
                          + ", ".join(memory.KNOWN_SHAPES))
+    pf.add_argument("--model-config", metavar="CONFIG.json",
+                    help="with --memory-only: the model's config.json (plan an unlisted model offline)")
+    pf.add_argument("--fsdp-gpus", type=int, metavar="N",
+                    help="with --memory-only: plan FSDP full sharding over N GPUs (per-GPU memory)")
     return p
 
 
@@ -110,15 +118,22 @@ def _memory_only(args) -> cli.Result:
     from finetune_kit import models, train
 
     cfg = train_config.build(args.config, _overrides(args))
-    if not cfg.base_model:
+    if args.fsdp_gpus is not None and args.fsdp_gpus < 1:
+        raise UsageError("--fsdp-gpus must be >= 1")
+    if args.model_config:
+        shape_cfg = train.read_model_config(args.model_config)
+        cfg = cfg.model_copy(update={"base_model": cfg.base_model or args.model_config})
+    elif not cfg.base_model:
         raise UsageError("--memory-only needs --base-model (a model, or one of: "
-                         f"{', '.join(memory.KNOWN_SHAPES)})")
-    if cfg.base_model in memory.KNOWN_SHAPES:
+                         f"{', '.join(memory.KNOWN_SHAPES)}) or --model-config config.json")
+    elif cfg.base_model in memory.KNOWN_SHAPES:
         shape_cfg = memory.KNOWN_SHAPES[cfg.base_model]
     else:
         shape_cfg = train._model_config(models.resolve(cfg.base_model))
     gc = cfg.training.gradient_checkpointing
-    plan = {"gradient_checkpointing": True if gc == "auto" else gc, "bf16": True}
+    n = args.fsdp_gpus or 1
+    plan = {"gradient_checkpointing": True if gc == "auto" else gc, "dtype": "bf16",
+            "distributed": {"world_size": n, "strategy": "fsdp"} if n > 1 else None}
     gpus = [args.gpu] if args.gpu else list(memory.GPUS)
     reports = {g: train.memory_section(shape_cfg, cfg, plan, cfg.training.max_seq_length, memory.named_gpu(g))
                for g in gpus}
@@ -126,7 +141,8 @@ def _memory_only(args) -> cli.Result:
     e = first["estimate_gib"]
     lines = [f"memory estimate for {cfg.base_model}, {cfg.method}, r={cfg.lora.r}, batch "
              f"{cfg.training.batch_size} x {cfg.training.max_seq_length} tokens, gradient checkpointing "
-             f"{plan['gradient_checkpointing']} (estimate, not measured):",
+             f"{plan['gradient_checkpointing']}" + (f", FSDP over {n} GPUs (per GPU)" if n > 1 else "")
+             + " (estimate, not measured):",
              f"  weights {e['weights']} GiB ({first['weight_bits_per_param']} bits/param), LoRA + AdamW "
              f"{e['lora_states']} GiB ({first['lora_params']:,} params), activations {e['activations']} GiB, "
              f"loss head {e['logits']} GiB, transient {e['transient']} GiB -> total {e['total']} GiB"]
@@ -136,14 +152,27 @@ def _memory_only(args) -> cli.Result:
                      f"context + fragmentation)")
         for s in r.get("suggestions", [])[:3]:
             lines.append(f"      - {s['change']}: {s['estimate_gib']} GiB ({s['verdict']})")
-    data = {"stage": "memory", "config": cfg.resolved(), "estimates": reports}
+    approx = shape_cfg.get("_approximate") if isinstance(shape_cfg, dict) else None
+    if approx:
+        lines.append(f"  note: approximate preset - {approx}")
+    data = {"stage": "memory", "config": cfg.resolved(), "estimates": reports, "approximate": approx}
     return cli.Result(data, "\n".join(lines), summary={"estimate_gib": e["total"]})
 
 
 def handle(args) -> cli.Result:
     if args.memory_only:
         return _memory_only(args)
-    from finetune_kit import train
+    if args.model_config or args.fsdp_gpus:
+        raise UsageError("--model-config and --fsdp-gpus plan memory only: add --memory-only")
+    if args.gpu and not args.dry_run:
+        raise UsageError(f"--gpu {args.gpu} plans for another machine: add --dry-run (or --memory-only); "
+                         f"training uses the GPU this machine has")
+    from finetune_kit import train, train_plan
+
+    main = train_plan.distributed_env()["rank"] == 0
+    if not main:  # under accelerate launch / torchrun: rank 0 alone reports
+        args.json, args.audit_log = False, None
+        os.environ.pop("FT_AUDIT_LOG", None)
 
     base = None
     if args.resume:
@@ -159,7 +188,7 @@ def handle(args) -> cli.Result:
     if not args.dry_run and not cfg.output_dir:
         raise UsageError("no output directory: pass --output-dir DIR (or set output_dir in the config), "
                          "or --dry-run to only run the preflight")
-    if not args.dry_run:
+    if not args.dry_run and main:
         train.check_output_dir(cfg.output_dir, force=args.force, resume=args.resume)
     prepared = train.preflight(cfg, gpu=args.gpu, skip_memory_check=args.skip_memory_check)
     rep = prepared.report
@@ -168,11 +197,13 @@ def handle(args) -> cli.Result:
         train.check_resume_data(cfg.output_dir, rep)
     summary = {"ok": rep["ok"], "problems": [e["code"] for e in rep["problems"]]}
     if args.dry_run or not rep["ok"]:
-        return cli.Result(rep, train.format_preflight(rep), exit_code=0 if rep["ok"] else 1, inputs=inputs,
-                          summary=summary)
-    if not args.json:
+        return cli.Result(rep, train.format_preflight(rep) if main else "", exit_code=0 if rep["ok"] else 1,
+                          inputs=inputs, summary=summary)
+    if not args.json and main:
         print(train.format_preflight(rep), file=sys.stderr)
     manifest = train.train(prepared, output_dir=cfg.output_dir, force=args.force, resume=args.resume)
+    if not main:
+        return cli.Result({}, "", exit_code=0)
     data = {"stage": "trained", "ok": True, "output_dir": cfg.output_dir, "manifest": manifest, "preflight": rep}
     out_files = [os.path.join(cfg.output_dir, f) for f in manifest.get("files", [])
                  if f.endswith((".safetensors", ".json"))]

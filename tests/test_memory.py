@@ -99,3 +99,51 @@ def test_memory_only_cli_for_planning():
     assert r["fit"]["verdict"] == "fits" and 6 < r["estimate_gib"]["total"] < 12
     code, doc, _ = run_main("--memory-only", "--base-model", "llama-3.1-8b")
     assert code == 0 and set(doc["estimates"]) == set(M.GPUS)
+
+
+def test_hybrid_and_moe_shapes_match_transformers():
+    """Qwen3.5 (Gated DeltaNet + gated attention) and gpt-oss (fused MoE experts): parameter and LoRA counts of
+    tiny real transformers models built from the same config."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+    from transformers.models.gpt_oss import GptOssConfig
+    from transformers.models.qwen3_5 import Qwen3_5TextConfig
+
+    configs = [
+        Qwen3_5TextConfig(hidden_size=64, intermediate_size=96, num_hidden_layers=4, num_attention_heads=4,
+                          num_key_value_heads=2, head_dim=16, vocab_size=500, linear_num_key_heads=2,
+                          linear_num_value_heads=4, linear_key_head_dim=8, linear_value_head_dim=8,
+                          layer_types=["linear_attention"] * 3 + ["full_attention"], tie_word_embeddings=False),
+        GptOssConfig(hidden_size=64, intermediate_size=32, num_hidden_layers=2, num_attention_heads=4,
+                     num_key_value_heads=2, head_dim=16, vocab_size=500, num_local_experts=4, num_experts_per_tok=2,
+                     layer_types=["sliding_attention", "full_attention"]),
+    ]
+    for cfg in configs:
+        model = AutoModelForCausalLM.from_config(cfg)
+        real = sum(p.numel() for p in model.parameters())
+        shape = M.Shape.from_config(cfg.to_dict())
+        assert shape.params()["total"] == pytest.approx(real, rel=0.012), cfg.model_type  # biases/small norms apart
+        lora = get_peft_model(model, LoraConfig(r=4, target_modules="all-linear"))
+        assert M.estimate(shape, r=4, target_modules="all-linear").lora_params == \
+            sum(p.numel() for p in lora.parameters() if p.requires_grad), cfg.model_type
+
+
+@pytest.mark.parametrize("name,published", [
+    ("gpt-oss-20b", 20.91e9),    # OpenAI model card: 20.91B total parameters
+    ("qwen3.5-27b", 27e9),       # Qwen model card: 27B (text decoder; the vision encoder is extra)
+    ("qwen3.5-9b", 9e9),         # Qwen model card: 9B
+    ("gemma-4-31b", 30.7e9),     # Google model card: 30.7B (approximate preset, see its _approximate note)
+    ("llama-3.3-70b", 70.6e9),   # Meta model card: 70.6B
+])
+def test_current_base_presets_match_published_sizes(name, published):
+    shape = M.Shape.from_config(M.KNOWN_SHAPES[name])
+    assert shape.params()["total"] == pytest.approx(published, rel=0.03)
+
+
+def test_moe_qlora_keeps_experts_in_bf16():
+    shape = M.Shape.from_config(M.KNOWN_SHAPES["gpt-oss-20b"])
+    lora, qlora = M.estimate(shape, method="lora"), M.estimate(shape, method="qlora")
+    assert lora.weights / GB == pytest.approx(2 * 20.9, rel=0.01)
+    assert qlora.weights > 0.9 * lora.weights  # bitsandbytes quantizes nn.Linear only: attention, not experts
+    code, doc, _ = run_main("--memory-only", "--base-model", "gpt-oss-20b", "--gpu", "a100-80gb")
+    assert code == 0 and "bf16" in doc["approximate"]

@@ -112,8 +112,9 @@ def test_invalid_data_is_refused_by_the_validator(tiny, tmp_path):
 def test_usage_errors_exit_2_with_one_line(tiny, data, tmp_path):
     code, doc, err = run_main("--base-model", tiny, "--train", tmp_path / "missing.jsonl", "--dry-run")
     assert code == 2 and "not found" in doc["error"]
-    code, doc, err = run_main("--base-model", tiny, "--train", data["train"], "--method", "qlora", "--dry-run")
-    assert code == 2 and "CUDA" in doc["error"]
+    code, doc, err = run_main("--base-model", tiny, "--train", data["train"], "--gpu", "rtx4090",
+                              "--output-dir", tmp_path / "o")
+    assert code == 2 and "--dry-run" in doc["error"]  # --gpu plans for another machine, it never trains here
     bad = tmp_path / "ft.yaml"
     bad.write_text("base_model: x\ntraining:\n  batch_sz: 4\n  learning_rate: 2e-4\n", encoding="utf-8")
     code, doc, err = run_main("--config", bad, "--dry-run")
@@ -254,7 +255,7 @@ def test_packing_keeps_labels_and_isolates_sequences(tiny, data, tmp_path):
                                     "batch_size": 4, "max_seq_length": 128})
     p = train.preflight(cfg)
     assert p.report["ok"]
-    trainer, _, _ = train.build_trainer(p, tmp_path)
+    trainer, _ = train.build_trainer(p, tmp_path)
     batch = next(iter(trainer.get_train_dataloader()))
     assert "attention_mask" not in batch and batch["input_ids"].shape[0] == 1
     ids, labels, pos = batch["input_ids"][0], batch["labels"][0], batch["position_ids"][0]
@@ -328,7 +329,7 @@ def test_trl_neither_truncates_at_1024_nor_remasks(tiny, tmp_path):
                                     "batch_size": 2})
     p = train.preflight(cfg)
     assert p.report["ok"] and p.report["data"]["train"]["tokens_per_example"]["max"] > 1500
-    trainer, _, _ = train.build_trainer(p, tmp_path / "out")
+    trainer, _ = train.build_trainer(p, tmp_path / "out")
     ours = sorted((r["input_ids"], r["labels"]) for r in p.rows["train"])
     theirs = sorted((r["input_ids"], r["labels"]) for r in trainer.train_dataset)
     assert theirs == ours  # same rows, same lengths (> 1024), same labels

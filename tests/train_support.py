@@ -35,14 +35,15 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
     return path
 
 
-def make_tiny_model(target: Path, tokenizer_dir: Path, *, poison: bool = False) -> Path:
-    """A 2-layer, hidden-32 Llama with random weights and the SmolLM2 tokenizer (saved as an HF dir)."""
+def make_tiny_model(target: Path, tokenizer_dir: Path, *, poison: bool = False, hidden: int = 32) -> Path:
+    """A 2-layer Llama (hidden 32 by default; 64 = one bitsandbytes NF4 block per row, for QLoRA) with
+    random weights and the SmolLM2 tokenizer (saved as an HF dir)."""
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
     tok = AutoTokenizer.from_pretrained(str(tokenizer_dir))
     torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=2,
                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
                       tie_word_embeddings=True, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
                       pad_token_id=tok.pad_token_id)

@@ -656,16 +656,22 @@ def merge_adapter(adapter: AdapterInfo, base: BaseInfo, out_dir: Path, *, dtype:
     if base.hf_dir is None:
         print(f"note: loading '{src}' from the Hugging Face Hub cache (downloads it if missing)", file=sys.stderr)
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    model = transformers.AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32)
-    model.to(device)
     if tok is None:
         tok, _ = load_template_tokenizer(adapter, base)
     if tok is None:
         raise UsageError(f"cannot merge: no tokenizer found in {adapter.path} or {src}")
+    batch = verification_inputs(tok)
+    quant = (adapter.manifest.get("plan") or {}).get("quantization")
+    if quant:  # QLoRA: the adapter learned on the NF4 base; merge into those (dequantized) weights
+        from .trainer import qlora_reference
+        qlora_ref, model = qlora_reference(src, str(adapter.path), quant, lambda m: _logits(m, batch), device)
+    else:
+        qlora_ref = None
+        model = transformers.AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32)
+        model.to(device)
     pm = peft.PeftModel.from_pretrained(model, str(adapter.path))
     pm.eval()
-    batch = verification_inputs(tok)
-    ref = _logits(pm, batch)
+    ref = qlora_ref if qlora_ref is not None else _logits(pm, batch)
     with pm.disable_adapter():
         base_logits = _logits(pm, batch)
     effect = max(max_abs_diff(a, b) for a, b in zip(ref, base_logits))
@@ -675,6 +681,7 @@ def merge_adapter(adapter: AdapterInfo, base: BaseInfo, out_dir: Path, *, dtype:
     check = compare_logits(ref, merged_logits, atol=atol, rtol=rtol)
     result: dict[str, Any] = {
         "dtype": dtype, "inputs": len(batch), "tokens": sum(len(b) for b in batch),
+        "base_weights": "dequantized NF4 (QLoRA, as trained)" if quant else "as stored",
         "adapter_effect_max_abs": effect,
         "merge_check": check,
     }

@@ -139,7 +139,34 @@ def ensure_hf_dir(ref: ModelRef) -> Path | None:
     with atomic_dir(target, force=True) as tmp:
         model.save_pretrained(str(tmp))
         tok.save_pretrained(str(tmp))
+    print(f"note: wrote a plain copy of {ref.gguf_file} to {target} ({dir_size(target) / 1e6:.0f} MB; "
+          f"FT_CACHE_DIR moves this cache, deleting it only costs the conversion again)", file=sys.stderr)
     return target
+
+
+def dir_size(path: str | os.PathLike) -> int:
+    """Bytes of the files under ``path`` (0 when it does not exist)."""
+    p = Path(path)
+    if not p.exists():
+        return 0
+    return sum(f.stat().st_size for f in p.rglob("*") if f.is_file())
+
+
+def cache_info(ref: ModelRef) -> dict:
+    """Where this model's weights are cached on disk, and how big that is (printed by the preflight)."""
+    if ref.kind == "gguf":
+        d = _gguf_cache_dir(ref)
+        exists = (d / "config.json").is_file()
+        return {"dir": str(d), "exists": exists, "size_mb": round(dir_size(d) / 1e6) if exists else 0,
+                "note": ("plain HF copy of the GGUF; " if exists else "written on first use (about 4 bytes per "
+                         "parameter); ") + "set FT_CACHE_DIR to move it"}
+    if ref.kind == "hub":
+        hub = Path(os.environ.get("HF_HUB_CACHE") or Path(os.environ.get("HF_HOME") or
+                   Path.home() / ".cache" / "huggingface") / "hub")
+        d = hub / ("models--" + ref.path.replace("/", "--"))
+        return {"dir": str(d), "exists": d.is_dir(), "size_mb": round(dir_size(d) / 1e6),
+                "note": "Hugging Face hub cache; set HF_HOME or HF_HUB_CACHE to move it"}
+    return {"dir": None, "exists": True, "size_mb": None, "note": "local model directory (no copy made)"}
 
 
 def load_causal_lm(spec: str | ModelRef, *, dtype=None, device: str | None = None, **kw):

@@ -3,7 +3,7 @@
 Schema (every key optional except where training needs it; unknown keys are errors)::
 
     base_model: smollm2-135m          # hub id, local HF dir, .gguf file, or an alias
-    method: lora                      # lora | qlora (QLoRA = 4-bit NF4 base, CUDA only)
+    method: lora                      # lora | qlora (QLoRA = 4-bit NF4 base; CUDA, or CPU with bitsandbytes>=0.50)
     data:                             # or just a path: `data: train.jsonl`
       train: data/train.jsonl
       validation: data/val.jsonl      # optional: eval every eval_steps, early stopping
@@ -22,9 +22,9 @@ Schema (every key optional except where training needs it; unknown keys are erro
       max_seq_length: 2048
       packing: false
       gradient_checkpointing: auto    # auto = on for CUDA, off for CPU
-      save_steps: 100
+      save_steps: null                # null = eval_steps (derived: ~10 checkpoints per run)
       save_total_limit: 2
-      eval_steps: null                # null = save_steps
+      eval_steps: null                # null = save_steps if set, else ~10 evaluations per run
       logging_steps: null             # null = about 20 log lines per run (1..10)
       early_stopping_patience: null   # evaluations without improvement before stopping
       weight_decay: 0.0
@@ -88,7 +88,7 @@ class TrainingSection(_Strict):
     max_seq_length: int = Field(2048, ge=16)
     packing: bool = False
     gradient_checkpointing: Union[bool, Literal["auto"]] = "auto"
-    save_steps: int = Field(100, ge=1)
+    save_steps: Optional[int] = Field(None, ge=1)
     save_total_limit: Optional[int] = Field(2, ge=1)
     eval_steps: Optional[int] = Field(None, ge=1)
     logging_steps: Optional[int] = Field(None, ge=1)
