@@ -111,8 +111,14 @@ def handle(args) -> cli.Result:
         inputs.append(args.sessions)
     if os.path.abspath(review_path) == os.path.abspath(args.output):
         raise UsageError("--review and --output must be different files")
+    # everything read must stay clear of the outputs, incl. results.json beside --predictions (the metric)
+    guard = [i for i in inputs if not os.path.isdir(i)]
+    if args.predictions:
+        guard.append(str(Path(args.predictions).with_name("results.json")))
+    if args.sessions is not None:
+        guard += oc.source_paths(args.sessions or oc.default_state_dir())
     for out in (args.output, review_path):
-        jsonl.check_output(out, force=args.force, inputs=[i for i in inputs if os.path.isfile(i)])
+        jsonl.check_output(out, force=args.force, inputs=guard)
     tools = None
     if args.tools_file:
         from finetune_kit import prepare
@@ -161,8 +167,8 @@ def handle(args) -> cli.Result:
                                       corrections_path=args.corrections)
     train_rows = [c.training_row() for c in cases if c.status == "corrected"]
     review_rows = [c.review_row() for c in cases if c.status == "needs_review"]
-    jsonl.write_jsonl(review_path, review_rows, force=args.force)
-    jsonl.write_jsonl(args.output, train_rows, force=args.force)
+    jsonl.write_jsonl(review_path, review_rows, force=args.force, inputs=guard)
+    jsonl.write_jsonl(args.output, train_rows, force=args.force, inputs=guard)
 
     validation = None
     if train_rows:

@@ -32,6 +32,7 @@ from typing import Any, Callable, Optional, Sequence
 from . import chat, jsonl, metrics as M, stats
 from .errors import UsageError, require
 from .openai_compat import ChatClient, EndpointError, api_key_from_env
+from .outputs import check_dir_output, load_json_input, owned_dir
 
 VERDICTS = ("improved", "no_significant_change", "regressed")
 MIN_RELIABLE_N = 30
@@ -128,8 +129,9 @@ def load_predictions(path: str | os.PathLike, n: int) -> list[Output]:
         toks = obj.get("output_tokens", usage.get("completion_tokens"))
         lat = obj.get("latency_ms")
         for key, v in (("latency_ms", lat), ("output_tokens", toks)):
-            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
-                raise UsageError(f"{path}:{ln}: '{key}' must be a number")
+            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))
+                                  or not math.isfinite(v) or v < 0):
+                raise UsageError(f"{path}:{ln}: '{key}' must be a finite number >= 0, got {v!r}")
         outs.append(Output(text or "", calls, None if lat is None else float(lat),
                            None if toks is None else int(toks)))
     if len(outs) != n:
@@ -688,10 +690,7 @@ def _load_schema(path: str | None):
     if not path:
         return None, None
     p = jsonl.check_readable(path)
-    try:
-        schema = json.loads(p.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise UsageError(f"--json-schema {path} is not valid JSON: {exc}") from exc
+    schema = load_json_input(p, "--json-schema")
     if not isinstance(schema, (dict, bool)):
         raise UsageError(f"--json-schema {path}: a JSON Schema must be an object")
     require("jsonschema", "for --json-schema")
@@ -703,6 +702,9 @@ def _load_schema(path: str | None):
         raise UsageError(f"--json-schema {path} is not a valid JSON Schema: {exc.message}") from exc
 
 
+OUTPUT_FILES = ("report.md", "predictions.jsonl", "general_predictions.jsonl", "results.json")
+
+
 def run(o: Options) -> tuple[dict, str, list[str], list[str]]:
     """Evaluate; returns (json doc, report markdown, input paths, output paths)."""
     mode = _check_options(o)
@@ -711,18 +713,16 @@ def run(o: Options) -> tuple[dict, str, list[str], list[str]]:
     gitems = load_test_set(o.general) if o.general else None
     names = parse_metric_list(o.metrics)
     gnames = parse_metric_list(o.general_metrics)
-    judge = Judge(o.judge_url, o.judge_model or "", o.judge_key_env) if o.judge_url else None
-    if judge is not None:
-        print(f"note: sending prompts, references and outputs to the judge at {judge.url}", file=sys.stderr)
-    elif names and "judge" in names:
-        raise UsageError("metric 'judge' needs --judge-url and --judge-model")
-    if o.output_dir:  # fail before spending minutes on generation
-        out = Path(o.output_dir)
-        if out.exists() and (not out.is_dir() or any(out.iterdir())) and not o.force:
-            raise UsageError(f"output directory {out} already exists and is not empty; pass --force to replace it")
-
     inputs = [o.test] + [p for p in (o.general, o.json_schema, o.predictions_a, o.predictions_b,
                                      o.general_predictions_a, o.general_predictions_b) if p]
+    # local model/adapter folders are inputs too: the output may not hold or sit inside them
+    model_dirs = [p for p in (o.adapter, o.model_b, o.base_model) if p and os.path.exists(p)]
+    if o.output_dir:  # fail before spending minutes on generation
+        check_dir_output(o.output_dir, force=o.force, inputs=inputs + model_dirs, manifest="results.json",
+                         names=OUTPUT_FILES, tool="evaluate.py")
+    judge = Judge(o.judge_url, o.judge_model or "", o.judge_key_env) if o.judge_url else None
+    if judge is None and names and "judge" in names:
+        raise UsageError("metric 'judge' needs --judge-url and --judge-model")
     gen_info = None
     warnings: list[str] = []
     if mode == "predictions":
@@ -752,6 +752,8 @@ def run(o: Options) -> tuple[dict, str, list[str], list[str]]:
             warnings.append(f"{truncated} outputs stopped at --max-new-tokens {o.max_new_tokens}; "
                             f"raise it if answers are cut off")
 
+    if judge is not None:  # said once the inputs are known good, right before anything is sent
+        print(f"note: sending prompts, references and outputs to the judge at {judge.url}", file=sys.stderr)
     generated = mode == "generate"
     names = names or default_metrics(items, validator is not None, generated, (outs_a, outs_b))
     if judge is not None and "judge" not in names:
@@ -801,7 +803,8 @@ def run(o: Options) -> tuple[dict, str, list[str], list[str]]:
                         "results": str(out / "results.json")}
         if g_pred_rows is not None:
             doc["files"]["general_predictions"] = str(out / "general_predictions.jsonl")
-        with jsonl.atomic_dir(out, force=o.force, inputs=inputs) as tmp:
+        with owned_dir(out, force=o.force, inputs=inputs + model_dirs, manifest="results.json",
+                               tool="evaluate.py") as tmp:
             jsonl.write_text(tmp / "report.md", report)
             jsonl.write_jsonl(tmp / "predictions.jsonl", prediction_rows(items, outs_a, outs_b, sa, sb, names))
             if g_pred_rows is not None:

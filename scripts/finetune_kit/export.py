@@ -707,6 +707,10 @@ def merge_adapter(adapter: AdapterInfo, base: BaseInfo, out_dir: Path, *, dtype:
 
 # ----------------------------------------------------------------------------- main entry
 
+MANIFEST_NAME = "export_manifest.json"
+MERGE_MANIFEST = "merge_manifest.json"   # lists the files of a --merge DIR outside the export folder
+
+
 def export(adapter_dir: str, output_dir: str, *, name: str | None = None, base_model: str | None = None,
            ollama_base: str | None = None, merge: str | None = None, merge_requested: bool = False,
            dtype: str = "bf16", atol: float = 1e-3, rtol: float = 1e-4, ollama_host: str = DEFAULT_OLLAMA_HOST,
@@ -714,30 +718,27 @@ def export(adapter_dir: str, output_dir: str, *, name: str | None = None, base_m
     """Write the export directory; returns the --json document. Nothing is written on failure."""
     import contextlib
 
-    from .jsonl import atomic_dir
+    from .outputs import check_dir_output, check_disjoint, owned_dir
 
     adapter = read_adapter(adapter_dir)
     out = Path(output_dir).expanduser().absolute()
     if dtype not in DTYPES:
         raise UsageError(f"--dtype must be one of bf16, fp16, fp32 (got {dtype})")
-    if out.resolve() == adapter.path or adapter.path in out.resolve().parents:
-        raise UsageError("the output directory must be outside the adapter directory (inputs are never modified)")
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"output {out} exists and is not a directory")
-    if out.exists() and any(out.iterdir()) and not force:
-        raise UsageError(f"output directory {out} already exists and is not empty; pass --force to replace it")
+    # outputs.py: never equal to, around or inside the adapter; --force replaces only our files
+    check_dir_output(out, force=force, inputs=[adapter.path], manifest=MANIFEST_NAME, tool="export_adapter.py",
+                     names=("Modelfile", "vllm_serve.sh", "openclaw.patch.json5", "README.md"))
     merge_dir: Path | None = None
     merge_rel: Path | None = None          # set when the merged model lives inside the export dir
     if merge_requested:
         merge_dir = Path(merge).expanduser().absolute() if merge else out / "merged"
-        if merge_dir.resolve() == adapter.path or adapter.path in merge_dir.resolve().parents:
-            raise UsageError("--merge must point outside the adapter directory")
+        check_disjoint(merge_dir, [adapter.path], "--merge")
         if merge_dir == out:
             raise UsageError("--merge must not be the export directory itself; use a subfolder or another path")
         if out in merge_dir.parents:
             merge_rel = merge_dir.relative_to(out)
-        elif merge_dir.exists() and (not merge_dir.is_dir() or any(merge_dir.iterdir())) and not force:
-            raise UsageError(f"merge output {merge_dir} already exists and is not empty; pass --force to replace it")
+        else:
+            check_dir_output(merge_dir, force=force, inputs=[adapter.path, out], manifest=MERGE_MANIFEST,
+                             tool="export_adapter.py --merge", what="merge output")
 
     base = resolve_base(adapter, base_model)
     tok, tok_src = load_template_tokenizer(adapter, base)
@@ -767,7 +768,8 @@ def export(adapter_dir: str, output_dir: str, *, name: str | None = None, base_m
     files: list[str] = []
     merge_result: dict[str, Any] | None = None
     with contextlib.ExitStack() as stack:
-        tmp = stack.enter_context(atomic_dir(out, force=force, inputs=[adapter.path]))
+        tmp = stack.enter_context(owned_dir(out, force=force, inputs=[adapter.path], manifest=MANIFEST_NAME,
+                                            tool="export_adapter.py"))
         _umask_dir(tmp)
         if copy_adapter:
             adapter_rel, adapter_abs = "./adapter", str(out / "adapter")
@@ -797,7 +799,8 @@ def export(adapter_dir: str, output_dir: str, *, name: str | None = None, base_m
                 target = tmp / merge_rel
                 target.mkdir(parents=True)
             else:
-                target = stack.enter_context(atomic_dir(merge_dir, force=force, inputs=[adapter.path]))
+                target = stack.enter_context(owned_dir(merge_dir, force=force, inputs=[adapter.path],
+                                                       manifest=MERGE_MANIFEST, tool="export_adapter.py --merge"))
                 _umask_dir(target)
             merge_result = merge_adapter(adapter, base, target, dtype=DTYPES[dtype], atol=atol, rtol=rtol, tok=tok)
             merge_result["output"] = str(merge_dir)
@@ -829,7 +832,7 @@ def export(adapter_dir: str, output_dir: str, *, name: str | None = None, base_m
             "warnings": [w.to_dict() for w in warnings],
         }
         (tmp / "README.md").write_text(readme_text(doc), encoding="utf-8")
-        (tmp / "export_manifest.json").write_text(json.dumps(doc, indent=2, default=str) + "\n", encoding="utf-8")
+        (tmp / MANIFEST_NAME).write_text(json.dumps(doc, indent=2, default=str) + "\n", encoding="utf-8")
     return doc
 
 

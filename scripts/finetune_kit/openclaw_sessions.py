@@ -665,6 +665,18 @@ def _first_is_header(p: Path) -> bool:
     return isinstance(obj, dict) and obj.get("type") == "session" and "id" in obj
 
 
+def source_paths(root: str | os.PathLike) -> list[str]:
+    """The transcript files (and the folders holding them) read from ``root``: what outputs must avoid."""
+    paths: set[str] = set()
+    try:
+        for _kind, p, _aid in _sources(Path(root), True):
+            paths.add(str(p))
+            paths.add(str(p if p.is_dir() else p.parent))
+    except OSError:
+        pass
+    return sorted(paths)
+
+
 def _sources(root: Path, include_archived: bool) -> Iterator[tuple[str, Path, str | None]]:
     """(kind, path, agent id) of every transcript source under ``root``."""
     if root.is_file():

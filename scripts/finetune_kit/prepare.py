@@ -41,6 +41,7 @@ from pydantic import ValidationError
 from . import chat, cli, jsonl
 from .dedup import NUM_PERM, SHINGLE, NearDupIndex
 from .errors import BlockingProblem, UsageError
+from .outputs import check_dir_output, load_json_input, owned_dir
 
 FORMATS = ("auto", "chat", "prompt-completion", "alpaca", "sharegpt", "csv", "tsv", "openclaw")
 SPLITS = ("train", "validation", "test")
@@ -968,10 +969,7 @@ def load_tools_file(path: str) -> list[dict[str, Any]]:
     """The tool definitions of a ``--tools FILE``: a JSON list (or ``{"tools": [...]}``) of objects;
     UsageError (exit 2) when unreadable or of another shape."""
     p = jsonl.check_readable(path)
-    try:
-        data = json.loads(p.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise UsageError(f"--tools {p}: not a JSON file ({exc})") from exc
+    data = load_json_input(p, "--tools")
     if isinstance(data, dict) and isinstance(data.get("tools"), list):
         data = data["tools"]
     if not isinstance(data, list) or not all(isinstance(t, dict) for t in data):
@@ -1040,6 +1038,23 @@ def _finish_example(row: Row, opts: Options, counts: dict[str, int], warn_codes:
     row.line_obj = obj
 
 
+OUTPUT_FILES = ("train.jsonl", "validation.jsonl", "test.jsonl", "removed.jsonl", "manifest.json")
+
+
+def _input_paths(opts: Options) -> list[str]:
+    """What the output directory must stay clear of: input files, and OpenClaw transcript files/folders."""
+    from . import openclaw_sessions as oc
+
+    paths: list[str] = []
+    for inp in opts.inputs or ([str(oc.default_state_dir())] if opts.fmt == "openclaw" else []):
+        p = Path(inp).expanduser()
+        if p.is_dir():
+            paths += oc.source_paths(p)
+        else:
+            paths.append(str(p))
+    return paths
+
+
 def prepare(opts: Options) -> cli.Result:
     import time
 
@@ -1047,11 +1062,10 @@ def prepare(opts: Options) -> cli.Result:
     counts: dict[str, int] = {}
     oc_stats: dict[str, Any] = {}
     out_dir = Path(opts.output_dir).expanduser()
-    # fail fast on the output dir before doing the work
-    if out_dir.exists() and not out_dir.is_dir():
-        raise UsageError(f"output {out_dir} exists and is not a directory")
-    if out_dir.exists() and any(out_dir.iterdir()) and not opts.force:
-        raise UsageError(f"output directory {out_dir} already exists and is not empty; pass --force to replace it")
+    # fail fast on the output dir before doing the work (outputs.py: never around an input; --force
+    # replaces only the files listed in our manifest.json)
+    check_dir_output(out_dir, force=opts.force, inputs=_input_paths(opts), manifest="manifest.json",
+                             names=OUTPUT_FILES, tool="prepare_data.py")
     if opts.fmt != "openclaw" and (opts.agent_id or opts.date_range):
         raise UsageError("--agent-id/--date-range select OpenClaw sessions; use them with --from openclaw")
 
@@ -1255,7 +1269,8 @@ def prepare(opts: Options) -> cli.Result:
     assert manifest["counts"]["input_rows"] == len(kept) + len(removed), "row accounting broke"
 
     validation = None
-    with jsonl.atomic_dir(out_dir, force=opts.force, inputs=opts.inputs) as tmp:
+    with owned_dir(out_dir, force=opts.force, inputs=_input_paths(opts), manifest="manifest.json",
+                           tool="prepare_data.py") as tmp:
         names = {0: "train.jsonl", 1: "validation.jsonl", 2: "test.jsonl"}
         for s, name in names.items():
             jsonl.write_jsonl(tmp / name, (r.line_obj for r in split_rows[s]), force=True)
@@ -1273,7 +1288,7 @@ def prepare(opts: Options) -> cli.Result:
                                           "warnings": sum(len(f.get("warnings", [])) for f in validation.get("files", []))}
         jsonl.write_json(tmp / "manifest.json", manifest, force=True)
     timings["validate"] = time.time() - t1
-    outputs = [out_dir / n for n in ("train.jsonl", "validation.jsonl", "test.jsonl", "removed.jsonl", "manifest.json")]
+    outputs = [out_dir / n for n in OUTPUT_FILES]
 
     warnings = []
     try:
