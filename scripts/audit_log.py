@@ -25,7 +25,7 @@ def build_parser():
                    help="show: list records; verify: check the hash chain (exit 1 if broken); "
                         "path: print the log location in use")
     p.add_argument("--log", metavar="PATH", help="log file (default: the configured/default location)")
-    p.add_argument("--last", type=int, metavar="N", help="show: only the last N records")
+    p.add_argument("--last", type=cli.positive_int, metavar="N", help="show: only the last N records")
     return p
 
 

@@ -47,7 +47,7 @@ def build_parser():
                    help="evaluation metric for eval_miss/eval_regression (default auto: evaluate.py's primary "
                         "metric from results.json beside the predictions, else the first score)")
     c.add_argument("--side", choices=["a", "b"], default="b", help="eval_miss: whose answers (default b)")
-    c.add_argument("--threshold", type=float, default=0.5,
+    c.add_argument("--threshold", type=cli.nonneg_float, default=0.5,
                    help="a score below this is a miss (default 0.5; 0/1 metrics: 0 is a miss)")
     o = p.add_argument_group("rows and corrections")
     o.add_argument("--system", metavar="TEXT",

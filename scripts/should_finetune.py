@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 
@@ -30,14 +31,14 @@ def build_parser():
     g = p.add_argument_group("the problem")
     g.add_argument("--failure-mode", choices=decide.FAILURE_MODES,
                    help="what goes wrong today: " + "; ".join(f"{k} = {v}" for k, v in decide.FAILURE_HELP.items()))
-    g.add_argument("--examples", type=int, metavar="N", help="good, reviewed examples you have (input -> ideal output)")
-    g.add_argument("--monthly-requests", type=float, metavar="N", help="requests per month in production")
+    g.add_argument("--examples", type=cli.nonneg_int, metavar="N", help="good, reviewed examples you have (input -> ideal output)")
+    g.add_argument("--monthly-requests", type=cli.nonneg_float, metavar="N", help="requests per month in production")
     g.add_argument("--requirements-change", choices=["rarely", "often"],
                    help="how often the expected behaviour changes")
     g.add_argument("--privacy", choices=["none", "strict", "on_prem"],
                    help="none = managed APIs allowed; strict = self-hosted (rented/own GPUs) only; "
                         "on_prem = your own hardware only (default none)")
-    g.add_argument("--budget", type=float, metavar="USD", help="monthly budget in USD: suggestions whose cheapest GPU running 24/7 costs more are "
+    g.add_argument("--budget", type=cli.nonneg_float, metavar="USD", help="monthly budget in USD: suggestions whose cheapest GPU running 24/7 costs more are "
                         "flagged (price the full case with estimate_costs.py)")
     g = p.add_argument_group("data")
     g.add_argument("--as-of", metavar="YYYY-MM-DD", help="judge retirements on this date (default today)")
@@ -76,8 +77,8 @@ def _choice(options):
 def _number(kind):
     def parse(text):
         v = kind(text.replace(",", "").replace("_", ""))
-        if v < 0:
-            raise ValueError("must be >= 0")
+        if not math.isfinite(v) or v < 0:
+            raise ValueError("must be a finite number >= 0")
         return v
     return parse
 

@@ -155,8 +155,8 @@ def parse_split(spec: str) -> tuple[float, float, float]:
         parts = [float(x) for x in str(spec).split(",")]
     except ValueError as exc:
         raise UsageError(f"--split {spec!r}: expected three numbers like 0.8,0.1,0.1") from exc
-    if len(parts) != 3 or any(p < 0 or math.isnan(p) for p in parts) or sum(parts) <= 0:
-        raise UsageError(f"--split {spec!r}: expected three non-negative numbers like 0.8,0.1,0.1")
+    if len(parts) != 3 or any(p < 0 or not math.isfinite(p) for p in parts) or sum(parts) <= 0:
+        raise UsageError(f"--split {spec!r}: expected three finite non-negative numbers like 0.8,0.1,0.1")
     if parts[0] <= 0:
         raise UsageError(f"--split {spec!r}: the train share must be > 0")
     total = sum(parts)
