@@ -10,6 +10,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from finetune_kit import audit, cli  # noqa: E402
 from finetune_kit.errors import UsageError  # noqa: E402
+from finetune_kit.outputs import check_input_file  # noqa: E402
 
 
 def build_parser():
@@ -29,6 +30,11 @@ def build_parser():
     return p
 
 
+def _args_text(a) -> str:
+    """A record's arguments as one line, whatever type a damaged record holds there."""
+    return " ".join(str(x) for x in a) if isinstance(a, list) else "" if a is None else str(a)
+
+
 def handle(args) -> cli.Result:
     path = args.log or audit.resolve_log_path(None) or audit.default_log_path()
     if args.action == "path":
@@ -37,6 +43,7 @@ def handle(args) -> cli.Result:
                           f"{path} ({'enabled' if enabled else 'not enabled; pass --audit-log or set FT_AUDIT_LOG=1'})")
     if not os.path.isfile(path):
         raise UsageError(f"no audit log at {path}; enable it with --audit-log or FT_AUDIT_LOG=1")
+    check_input_file(path, "audit log")  # unreadable: one line, exit 2
     if args.action == "verify":
         r = audit.verify(path)
         if r["ok"]:
@@ -54,7 +61,7 @@ def handle(args) -> cli.Result:
     if args.last:
         recs = recs[-args.last:]
     rows = [(r.get("time", ""), r.get("user", ""), r.get("script", ""), r.get("exit_code", ""),
-             " ".join(r.get("args", []))[:60]) for r in recs]
+             _args_text(r.get("args"))[:60]) for r in recs]
     text = cli.table(["time", "user", "script", "exit", "args"], rows, "llllr"[:4] + "l")
     return cli.Result({"path": str(path), "records": recs}, text)
 

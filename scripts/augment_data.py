@@ -103,7 +103,7 @@ def handle(args) -> cli.Result:
                                       api_key=openai_compat.api_key_from_env(args.api_key_env),
                                       max_new_tokens=args.max_new_tokens, temperature=args.temperature,
                                       top_p=args.top_p, seed=args.seed, timeout=args.timeout)
-        print(f"note: sending user turns to {gen.url} (model {args.model})", file=sys.stderr)
+        cli.note(f"note: sending user turns to {gen.url} (model {args.model})")
     else:
         gen = augment.HFGenerator(args.model, max_new_tokens=args.max_new_tokens,
                                   temperature=args.temperature, top_p=args.top_p, seed=args.seed,

@@ -110,7 +110,7 @@ def handle(args) -> cli.Result:
                               threshold=args.threshold, regions=pii.phone_regions(args.phone_regions),
                               debug=args.debug)
     if engine.choice.warning and engine.choice.requested == "auto":  # explicit --nlp patterns: JSON only
-        print("WARNING: " + engine.choice.warning, file=sys.stderr)
+        cli.note("WARNING: " + engine.choice.warning)
     fail_on = None
     if args.fail_on:
         fail_on = []

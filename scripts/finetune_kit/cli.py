@@ -151,6 +151,7 @@ def run(parser: argparse.ArgumentParser, handler: Callable[[argparse.Namespace],
     if isinstance(parser, _Parser):
         parser.json_requested = _wants_json(argv)
     args = parser.parse_args(argv)
+    _quiet_libraries()
     script = parser.prog.removesuffix(".py")
     started = time.time()
     result: Result | None = None
@@ -218,6 +219,17 @@ def _nonfinite_path(obj: Any, path: str = "$") -> str:
 
 
 _NOTES: list[str] = []
+
+
+def _quiet_libraries() -> None:
+    """Keep library chatter off a non-terminal stderr, so that a run that cannot run has exactly one
+    stderr line: Hugging Face progress bars ("Loading weights ...", read when transformers is imported)
+    and bitsandbytes' note about an optional CPU kernel package."""
+    import logging
+
+    if not sys.stderr.isatty() or os.environ.get("FT_NO_PROGRESS") == "1":
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
 
 
 def note(message: str) -> None:

@@ -23,7 +23,6 @@ import json
 import math
 import os
 import re
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -753,7 +752,9 @@ def run(o: Options) -> tuple[dict, str, list[str], list[str]]:
                             f"raise it if answers are cut off")
 
     if judge is not None:  # said once the inputs are known good, right before anything is sent
-        print(f"note: sending prompts, references and outputs to the judge at {judge.url}", file=sys.stderr)
+        from . import cli
+
+        cli.note(f"note: sending prompts, references and outputs to the judge at {judge.url}")
     generated = mode == "generate"
     names = names or default_metrics(items, validator is not None, generated, (outs_a, outs_b))
     if judge is not None and "judge" not in names:
