@@ -157,7 +157,9 @@ def handle(args) -> cli.Result:
         raise UsageError("no output directory: pass --output-dir DIR (or set output_dir in the config), "
                          "or --dry-run to only run the preflight")
     if not args.dry_run:
-        train.check_output_dir(cfg.output_dir, force=args.force, resume=args.resume)
+        train.check_output_dir(cfg.output_dir, force=args.force, resume=args.resume,
+                               inputs=[cfg.data.train, cfg.data.validation, args.config, cfg.chat_template,
+                                       cfg.init_adapter])
     prepared = train.preflight(cfg, gpu=args.gpu, skip_memory_check=args.skip_memory_check)
     rep = prepared.report
     inputs = [p for p in (cfg.data.train, cfg.data.validation, args.config) if p]

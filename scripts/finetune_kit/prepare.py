@@ -573,6 +573,9 @@ def _format_for_file(path: Path, fmt: str) -> str:
         return "csv"
     if suffix in (".tsv", ".tab"):
         return "tsv"
+    if path.is_dir() and not oc.looks_like_openclaw(path):
+        raise UsageError(f"{path} is a directory without OpenClaw sessions (no agents/, sessions/ or session "
+                         f"transcripts); give the data files in it, e.g. {path}/*.jsonl")
     if path.is_dir() or suffix == ".sqlite" or oc.looks_like_openclaw(path):
         return "openclaw"
     return "json"

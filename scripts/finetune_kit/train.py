@@ -41,7 +41,7 @@ from typing import Any
 from . import chat, cli, memory, models, templating
 from .errors import BlockingProblem, UsageError, require
 from .jsonl import sha256_file, write_json
-from .outputs import check_input_file, load_json_input, read_text_input
+from .outputs import check_disjoint, check_input_file, load_json_input, owned_files, read_text_input
 from .train_config import FtConfig
 
 LOG_KEYS = ("step", "epoch", "loss", "eval_loss", "lr", "grad_norm", "tokens_per_s")
@@ -459,8 +459,9 @@ class NonFiniteLoss(RuntimeError):
     pass
 
 
-def check_output_dir(output_dir: str, *, force: bool, resume: bool) -> None:
-    """Refuse early (before the preflight) to clobber an output dir."""
+def check_output_dir(output_dir: str, *, force: bool, resume: bool, inputs=()) -> None:
+    """Refuse early (before the preflight) to clobber an output dir, or to put it around/inside an input."""
+    check_disjoint(output_dir, inputs, "--output-dir")
     _output_dir_ready(Path(output_dir), force=force, resume=resume)
 
 
@@ -483,13 +484,23 @@ def _output_dir_ready(out: Path, *, force: bool, resume: bool) -> None:
                              f"(no {MANIFEST}, {CHECKPOINTS}/ or adapter files); choose an empty or new directory")
 
 
+TRAIN_OWNED = (MANIFEST, LOG_FILE, PREFLIGHT_FILE, CHECKPOINTS, "loss_curve.png")
+
+
 def _clear_dir(out: Path) -> None:
-    """Replace ``out`` by an empty directory (after a successful preflight, with --force)."""
-    if out.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
-        os.replace(out, old / "d")
-        shutil.rmtree(old, ignore_errors=True)
-    out.mkdir(parents=True, exist_ok=True)
+    """Remove what an earlier run wrote in ``out`` (after a successful preflight, with --force): the fixed
+    run files and those listed in its run_manifest.json. The user's other files there are kept."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        owned = set(TRAIN_OWNED) | {Path(n).parts[0] for n in owned_files(out, MANIFEST)}
+        victims = [out / n for n in sorted(owned) if os.path.lexists(out / n)]
+        if victims:
+            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out))
+            for v in victims:
+                os.replace(v, old / v.name)
+            shutil.rmtree(old, ignore_errors=True)
+    except OSError as exc:
+        raise UsageError(f"cannot write {out}: {exc.strerror or exc}; choose a writable --output-dir") from None
 
 
 def _set_cpu_threads(torch) -> dict[str, Any]:
