@@ -660,7 +660,7 @@ def _first_is_header(p: Path) -> bool:
         with open(p, "rb") as fh:
             first = fh.readline(1 << 16)
         obj = json.loads(first.decode("utf-8-sig"))
-    except (OSError, ValueError, UnicodeDecodeError):
+    except (OSError, ValueError, UnicodeDecodeError, RecursionError):
         return False
     return isinstance(obj, dict) and obj.get("type") == "session" and "id" in obj
 
@@ -742,8 +742,10 @@ def iter_sessions(path_or_dir: str | os.PathLike | None = None, agent_id: str | 
     root = Path(path_or_dir).expanduser() if path_or_dir is not None else default_state_dir()
     if not root.exists():
         raise UsageError(f"no OpenClaw sessions at {root}: pass the sessions folder, or set OPENCLAW_STATE_DIR")
-    if root.is_file() and not os.access(root, os.R_OK):
-        raise UsageError(f"input file is not readable: {root}")
+    if not root.is_dir():  # a transcript/database file: regular and readable (a FIFO would block)
+        from .outputs import check_input_file
+
+        check_input_file(root, "sessions file")
 
     def sessions() -> Iterator[Session]:
         for kind, p, aid in _sources(root, include_archived):

@@ -589,7 +589,7 @@ def _read_json_rows(path: Path, start: int) -> Iterator[Row]:
     if head.startswith(b"["):
         try:
             data = json.loads(path.read_bytes().decode("utf-8-sig"))
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):
             data = None
         if isinstance(data, list):
             for i, obj in enumerate(data):
@@ -977,6 +977,11 @@ def load_tools_file(path: str) -> list[dict[str, Any]]:
         data = data["tools"]
     if not isinstance(data, list) or not all(isinstance(t, dict) for t in data):
         raise UsageError(f"--tools {p}: expected a JSON list of tool definitions")
+    for i, t in enumerate(data):  # OpenAI {"type": "function", "function": {"name"}} or bare {"name", ...}
+        fn = t.get("function") if isinstance(t.get("function"), dict) else t
+        if not isinstance(fn.get("name"), str) or not fn["name"]:
+            raise UsageError(f"--tools {p}: tool {i} has no name; each tool is {{\"type\": \"function\", "
+                             f"\"function\": {{\"name\": ..., \"parameters\": ...}}}}")
     return data
 
 
