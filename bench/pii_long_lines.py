@@ -7,7 +7,7 @@ a 20 KB base64-like token + the same sentence, and 10,000 ordinary words + the s
     script the limits are switched off by patching NER_MAX_RUN / NER_WINDOW_CHARS);
   - ours: `finetune_kit.pii.Scanner` with its limits (unbroken runs > 200 chars blanked for NER only,
     texts > 50k chars in overlapping windows).
-Same engine, entities and texts in one run; findings are compared (they must be identical).
+Same engine, entities and texts in one run; the findings of both are printed side by side.
 
 Run: .venv/bin/python bench/pii_long_lines.py
 """
@@ -58,12 +58,13 @@ def main() -> int:
         print("no spaCy pipeline installed: nothing to compare")
         return 1
     print(f"engine: {engine.choice.model} {engine.choice.version}")
-    print("| text | baseline s | ours s | ratio | findings identical |")
-    print("|---|---:|---:|---:|---|")
+    print("| text | baseline s | ours s | ratio | findings baseline | findings ours |")
+    print("|---|---:|---:|---:|---|---|")
     for name, text in texts().items():
         base_s, base = run(engine, [text], limits=False)
         ours_s, ours = run(engine, [text], limits=True)
-        print(f"| {name} | {base_s:.2f} | {ours_s:.2f} | {base_s / ours_s:.0f}x | {base == ours} |")
+        show = lambda hs: ", ".join(f"{h.entity_type} '{text[h.start:h.end][:16]}'" for h in hs[0])  # noqa: E731
+        print(f"| {name} | {base_s:.2f} | {ours_s:.2f} | {base_s / ours_s:.1f}x | {show(base)} | {show(ours)} |")
     return 0
 
 
