@@ -12,6 +12,7 @@ from finetune_kit import bootstrap  # noqa: E402  (stdlib only)
 bootstrap.ensure(__file__)  # re-runs with <skill>/.venv when that is where the packages are
 from finetune_kit import audit, cli  # noqa: E402
 from finetune_kit.errors import UsageError  # noqa: E402
+from finetune_kit.outputs import check_input_file  # noqa: E402
 
 
 def build_parser():
@@ -27,8 +28,13 @@ def build_parser():
                    help="show: list records; verify: check the hash chain (exit 1 if broken); "
                         "path: print the log location in use")
     p.add_argument("--log", metavar="PATH", help="log file (default: the configured/default location)")
-    p.add_argument("--last", type=int, metavar="N", help="show: only the last N records")
+    p.add_argument("--last", type=cli.positive_int, metavar="N", help="show: only the last N records")
     return p
+
+
+def _args_text(a) -> str:
+    """A record's arguments as one line, whatever type a damaged record holds there."""
+    return " ".join(str(x) for x in a) if isinstance(a, list) else "" if a is None else str(a)
 
 
 def handle(args) -> cli.Result:
@@ -39,6 +45,7 @@ def handle(args) -> cli.Result:
                           f"{path} ({'enabled' if enabled else 'not enabled; pass --audit-log or set FT_AUDIT_LOG=1'})")
     if not os.path.isfile(path):
         raise UsageError(f"no audit log at {path}; enable it with --audit-log or FT_AUDIT_LOG=1")
+    check_input_file(path, "audit log")  # unreadable: one line, exit 2
     if args.action == "verify":
         r = audit.verify(path)
         if r["ok"]:
@@ -56,7 +63,7 @@ def handle(args) -> cli.Result:
     if args.last:
         recs = recs[-args.last:]
     rows = [(r.get("time", ""), r.get("user", ""), r.get("script", ""), r.get("exit_code", ""),
-             " ".join(r.get("args", []))[:60]) for r in recs]
+             _args_text(r.get("args"))[:60]) for r in recs]
     text = cli.table(["time", "user", "script", "exit", "args"], rows, "llllr"[:4] + "l")
     return cli.Result({"path": str(path), "records": recs}, text)
 

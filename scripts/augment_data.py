@@ -34,7 +34,7 @@ def build_parser():
                          "train.jsonl -o new_only.jsonl --factor 2 --model ./my-instruct-model --only-new --json"))
     p.add_argument("input", help="chat JSONL to augment (validated; never modified)")
     p.add_argument("-o", "--output", required=True, help="augmented chat JSONL to write")
-    p.add_argument("--factor", type=int, default=2, metavar="N",
+    p.add_argument("--factor", type=cli.number(1, 20, integer=True), default=2, metavar="N",
                    help="paraphrased variants attempted per source row (default 2)")
     p.add_argument("--model", required=True,
                    help="local model spec (smollm2-135m, HF dir, .gguf, hub id) or, with --base-url, "
@@ -45,7 +45,7 @@ def build_parser():
     g.add_argument("--api-key-env", metavar="NAME", default="OPENAI_API_KEY",
                    help="environment variable holding the API key (default OPENAI_API_KEY; "
                         "none sent when unset)")
-    g.add_argument("--timeout", type=float, default=60.0, metavar="S", help="per-request timeout (default 60)")
+    g.add_argument("--timeout", type=cli.positive_float, default=60.0, metavar="S", help="per-request timeout (default 60)")
     g2 = p.add_argument_group("generation")
     g2.add_argument("--regenerate-answers", action="store_true",
                     help="also regenerate the final assistant text answer for the reworded conversation "
@@ -55,27 +55,27 @@ def build_parser():
                          "request per variant; useful with a strong model or an endpoint)")
     g2.add_argument("--turns", choices=["all", "last"], default="all",
                     help="paraphrase all user turns of a row or only the last (default all)")
-    g2.add_argument("--max-new-tokens", type=int, default=128, metavar="N",
+    g2.add_argument("--max-new-tokens", type=cli.positive_int, default=128, metavar="N",
                     help="generation limit per paraphrase/answer (default 128); hitting it rejects the "
                          "candidate as truncated")
-    g2.add_argument("--temperature", type=float, default=0.8, help="sampling temperature (default 0.8)")
-    g2.add_argument("--top-p", type=float, default=0.95, help="nucleus sampling (default 0.95)")
-    g2.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    g2.add_argument("--retries", type=int, default=1, metavar="N",
+    g2.add_argument("--temperature", type=cli.positive_float, default=0.8, help="sampling temperature (default 0.8)")
+    g2.add_argument("--top-p", type=cli.fraction, default=0.95, help="nucleus sampling (default 0.95)")
+    g2.add_argument("--seed", type=cli.seed_int, default=0, help="random seed (default 0)")
+    g2.add_argument("--retries", type=cli.nonneg_int, default=1, metavar="N",
                     help="extra generation rounds for rows whose variants were rejected (default 1)")
-    g2.add_argument("--batch-size", type=int, default=16, metavar="N", help="local model batch size (default 16)")
+    g2.add_argument("--batch-size", type=cli.positive_int, default=16, metavar="N", help="local model batch size (default 16)")
     g2.add_argument("--device", metavar="DEV", help="local model device: cuda, cuda:1, cpu (default: cuda if available)")
     g3 = p.add_argument_group("filters")
-    g3.add_argument("--min-ratio", type=float, default=0.5, help="min (len(new)+10)/(len(src)+10), default 0.5")
-    g3.add_argument("--max-ratio", type=float, default=2.0, help="max length ratio, default 2.0")
-    g3.add_argument("--min-overlap", type=float, default=0.6,
+    g3.add_argument("--min-ratio", type=cli.fraction, default=0.5, help="min (len(new)+10)/(len(src)+10), default 0.5")
+    g3.add_argument("--max-ratio", type=cli.number(1), default=2.0, help="max length ratio, default 2.0")
+    g3.add_argument("--min-overlap", type=cli.unit_float, default=0.6,
                     help="min share of the source's content words kept (default 0.6)")
     g3.add_argument("--near-dup-threshold", type=cli.fraction, default=0.9,
                     help="MinHash Jaccard at or above which a new row is a near duplicate (default 0.9; "
                          "1 = exact only)")
     g4 = p.add_argument_group("output")
     g4.add_argument("--only-new", action="store_true", help="write only the new rows (default: source + new)")
-    g4.add_argument("--limit", type=int, metavar="N", help="augment only the first N source rows")
+    g4.add_argument("--limit", type=cli.positive_int, metavar="N", help="augment only the first N source rows")
     return p
 
 
@@ -107,7 +107,7 @@ def handle(args) -> cli.Result:
                                       api_key=openai_compat.api_key_from_env(args.api_key_env),
                                       max_new_tokens=args.max_new_tokens, temperature=args.temperature,
                                       top_p=args.top_p, seed=args.seed, timeout=args.timeout)
-        print(f"note: sending user turns to {gen.url} (model {args.model})", file=sys.stderr)
+        cli.note(f"note: sending user turns to {gen.url} (model {args.model})")
     else:
         gen = augment.HFGenerator(args.model, max_new_tokens=args.max_new_tokens,
                                   temperature=args.temperature, top_p=args.top_p, seed=args.seed,

@@ -49,7 +49,7 @@ def build_parser():
                    help="evaluation metric for eval_miss/eval_regression (default auto: evaluate.py's primary "
                         "metric from results.json beside the predictions, else the first score)")
     c.add_argument("--side", choices=["a", "b"], default="b", help="eval_miss: whose answers (default b)")
-    c.add_argument("--threshold", type=float, default=0.5,
+    c.add_argument("--threshold", type=cli.nonneg_float, default=0.5,
                    help="a score below this is a miss (default 0.5; 0/1 metrics: 0 is a miss)")
     o = p.add_argument_group("rows and corrections")
     o.add_argument("--system", metavar="TEXT",
@@ -113,8 +113,14 @@ def handle(args) -> cli.Result:
         inputs.append(args.sessions)
     if os.path.abspath(review_path) == os.path.abspath(args.output):
         raise UsageError("--review and --output must be different files")
+    # everything read must stay clear of the outputs, incl. results.json beside --predictions (the metric)
+    guard = [i for i in inputs if not os.path.isdir(i)]
+    if args.predictions:
+        guard.append(str(Path(args.predictions).with_name("results.json")))
+    if args.sessions is not None:
+        guard += oc.source_paths(args.sessions or oc.default_state_dir())
     for out in (args.output, review_path):
-        jsonl.check_output(out, force=args.force, inputs=[i for i in inputs if os.path.isfile(i)])
+        jsonl.check_output(out, force=args.force, inputs=guard)
     tools = None
     if args.tools_file:
         from finetune_kit import prepare
@@ -163,8 +169,8 @@ def handle(args) -> cli.Result:
                                       corrections_path=args.corrections)
     train_rows = [c.training_row() for c in cases if c.status == "corrected"]
     review_rows = [c.review_row() for c in cases if c.status == "needs_review"]
-    jsonl.write_jsonl(review_path, review_rows, force=args.force)
-    jsonl.write_jsonl(args.output, train_rows, force=args.force)
+    jsonl.write_jsonl(review_path, review_rows, force=args.force, inputs=guard)
+    jsonl.write_jsonl(args.output, train_rows, force=args.force, inputs=guard)
 
     validation = None
     if train_rows:

@@ -39,7 +39,7 @@ def build_parser():
                    "(openai, google-vertex, aws-bedrock, together, fireworks)")
     g.add_argument("--model", metavar="ID", help="model id (or size tier) of that provider")
     g.add_argument("--method", choices=["sft", "dpo", "rft"], default="sft", help="training method (default sft)")
-    g.add_argument("--params-b", type=float, metavar="N",
+    g.add_argument("--params-b", type=cli.positive_float, metavar="N",
                    help="model size in billions: picks Together/Fireworks price tiers and sizes the "
                         "self-hosted estimate (default: the model's size, else 8)")
     g.add_argument("--current-model", metavar="NAME",
@@ -51,26 +51,26 @@ def build_parser():
     g = p.add_argument_group("training data")
     g.add_argument("--train", nargs="+", metavar="FILE", help="training JSONL file(s): tokens counted with the "
                    "real tokenizer (the validator's counter)")
-    g.add_argument("--training-tokens", type=int, metavar="N", help="dataset tokens per epoch, instead of --train")
-    g.add_argument("--examples", type=int, metavar="N", help="number of examples (for --epochs auto) "
+    g.add_argument("--training-tokens", type=cli.nonneg_int, metavar="N", help="dataset tokens per epoch, instead of --train")
+    g.add_argument("--examples", type=cli.positive_int, metavar="N", help="number of examples (for --epochs auto) "
                    "when using --training-tokens")
     g.add_argument("--epochs", default="auto", metavar="N|auto",
                    help="epochs; auto = OpenAI's heuristic from the example count (default auto)")
     g.add_argument("--tokenizer", metavar="SPEC", help="tokenizer for --train (tiktoken name, .tiktoken file, "
                    "HF dir/id); default: the model's encoding from the data file, else cl100k_base")
     g = p.add_argument_group("inference workload")
-    g.add_argument("--base-prompt-tokens", type=int, metavar="N",
+    g.add_argument("--base-prompt-tokens", type=cli.nonneg_int, metavar="N",
                    help="prompt tokens per request with the base model today (instructions + few-shot)")
-    g.add_argument("--ft-prompt-tokens", type=int, metavar="N",
+    g.add_argument("--ft-prompt-tokens", type=cli.nonneg_int, metavar="N",
                    help="prompt tokens per request with the fine-tuned model (default: same as base)")
-    g.add_argument("--output-tokens", type=int, metavar="N", help="output tokens per request")
-    g.add_argument("--cached-share", type=float, default=0.0, metavar="F",
+    g.add_argument("--output-tokens", type=cli.nonneg_int, metavar="N", help="output tokens per request")
+    g.add_argument("--cached-share", type=cli.unit_float, default=0.0, metavar="F",
                    help="share 0-1 of prompt tokens billed at the cached-input price (needs --*-cached-price)")
-    g.add_argument("--requests-per-month", type=float, metavar="N", help="requests per month")
-    g.add_argument("--eval-tokens", type=int, metavar="N", help="held-out tokens per evaluation in the self-hosted "
+    g.add_argument("--requests-per-month", type=cli.nonneg_float, metavar="N", help="requests per month")
+    g.add_argument("--eval-tokens", type=cli.nonneg_int, metavar="N", help="held-out tokens per evaluation in the self-hosted "
                    "training time (default 10%% of the training tokens)")
-    g.add_argument("--evals", type=int, default=10, metavar="N",
-                   help=f"evaluations per training run in the self-hosted time (default 10)")
+    g.add_argument("--evals", type=cli.nonneg_int, default=10, metavar="N",
+                   help="evaluations per training run in the self-hosted time (default 10)")
     g = p.add_argument_group("price overrides ($ per 1M tokens unless noted)")
     for flag, what in (("--train-price", "training price per 1M training tokens"),
                        ("--base-input-price", "base model input"), ("--base-output-price", "base model output"),
@@ -83,7 +83,8 @@ def build_parser():
                        ("--power-price", "USD per kWh: adds power (board watts x hours) to your own --gpu's cost"),
                        ("--gpu-watts", "board power in watts of your --gpu (default: the data file's TDP)"),
                        ("--throughput", "measured LoRA training tokens/s (replaces the estimate)")):
-        g.add_argument(flag, type=float, metavar="X", help=what)
+        g.add_argument(flag, type=cli.positive_float if flag in ("--gpu-price", "--throughput") else cli.nonneg_float,
+                       metavar="X", help=what)
     g = p.add_argument_group("data")
     g.add_argument("--as-of", metavar="YYYY-MM-DD", help="judge retirements on this date (default today)")
     g.add_argument("--data", metavar="FILE", help="another providers data file with the same schema "

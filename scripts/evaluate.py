@@ -45,14 +45,14 @@ def build_parser():
     m.add_argument("--adapter", metavar="DIR", help="PEFT adapter dir on the base: B (or A when --model-b is given)")
     m.add_argument("--model-b", metavar="MODEL_OR_DIR",
                    help="the candidate B: another model, or an adapter dir applied to the base")
-    m.add_argument("--few-shot-cv", type=int, metavar="K",
+    m.add_argument("--few-shot-cv", type=cli.positive_int, metavar="K",
                    help="small data: k-fold evaluation of --base-model zero-shot (A) vs few-shot (B) prompts; "
                         "each fold is prompted with --shots examples from the other folds (evaluation.md)")
-    m.add_argument("--shots", type=int, default=3, metavar="N",
+    m.add_argument("--shots", type=cli.positive_int, default=3, metavar="N",
                    help="demonstrations per prompt with --few-shot-cv (default 3)")
-    m.add_argument("--max-new-tokens", type=int, default=256, metavar="N", help="generation limit (default 256)")
-    m.add_argument("--batch-size", type=int, default=8, metavar="N", help="generation batch, left-padded (default 8)")
-    m.add_argument("--temperature", type=float, default=0.0,
+    m.add_argument("--max-new-tokens", type=cli.positive_int, default=256, metavar="N", help="generation limit (default 256)")
+    m.add_argument("--batch-size", type=cli.positive_int, default=8, metavar="N", help="generation batch, left-padded (default 8)")
+    m.add_argument("--temperature", type=cli.nonneg_float, default=0.0,
                    help="0 = greedy decoding (default); > 0 samples with --seed")
     m.add_argument("--device", help="cuda, cuda:1, cpu ... (default: cuda when available)")
     m.add_argument("--dtype", choices=["auto", "float32", "bfloat16", "float16"], default="auto",
@@ -76,8 +76,8 @@ def build_parser():
                         "else exact_match,token_f1,rouge_l; plus latency_ms,output_tokens when generating)")
     d.add_argument("--general-metrics", metavar="LIST", help="metrics for --general (default by its data)")
     d.add_argument("--json-schema", metavar="FILE", help="JSON Schema that json_valid outputs must satisfy")
-    d.add_argument("--bootstrap", type=int, default=10000, metavar="N", help="bootstrap resamples (default 10000)")
-    d.add_argument("--seed", type=int, default=0, help="seed for the bootstrap and for sampling (default 0)")
+    d.add_argument("--bootstrap", type=cli.positive_int, default=10000, metavar="N", help="bootstrap resamples (default 10000)")
+    d.add_argument("--seed", type=cli.seed_int, default=0, help="seed for the bootstrap and for sampling (default 0)")
     j = p.add_argument_group("LLM-as-judge (optional; sends data to the endpoint)")
     j.add_argument("--judge-url", metavar="URL",
                    help="OpenAI-compatible base URL, e.g. https://api.openai.com/v1 (adds metric 'judge')")

@@ -41,7 +41,7 @@ def build_parser():
                    help="also write merged weights, verified by logits (default DIR: OUTPUT_DIR/merged)")
     p.add_argument("--dtype", default="bf16", choices=["bf16", "fp16", "fp32"],
                    help="dtype of the merged weights (default: bf16)")
-    p.add_argument("--tolerance", type=float, default=1e-3, metavar="ATOL",
+    p.add_argument("--tolerance", type=cli.positive_float, default=1e-3, metavar="ATOL",
                    help="merge check: max |logit diff| allowed between merged and unmerged models, at least "
                         "ATOL and at least 1e-4 x the largest logit (default: 1e-3)")
     p.add_argument("--ollama-host", default="http://127.0.0.1:11434", metavar="URL",

@@ -47,7 +47,7 @@ def build_parser():
     g = p.add_argument_group("dedup and split")
     g.add_argument("--split", default="0.8,0.1,0.1", metavar="T,V,T",
                    help="train,validation,test shares (default 0.8,0.1,0.1)")
-    g.add_argument("--seed", type=int, default=42, help="seed of the split (default 42; same seed = same bytes)")
+    g.add_argument("--seed", type=cli.seed_int, default=42, help="seed of the split (default 42; same seed = same bytes)")
     g.add_argument("--group-by", metavar="FIELD",
                    help="keep rows sharing this field (top level, metadata, or a.b path) in one split")
     g.add_argument("--stratify", metavar="FIELD", help="split each value of FIELD in the same proportions")

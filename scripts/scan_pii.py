@@ -34,12 +34,12 @@ def build_parser():
     g.add_argument("--entities", default="default", metavar="LIST",
                    help="comma list of entity types; keywords: default, secrets, all (see --list-entities). "
                         "default = e-mail, phone, card, US SSN, IBAN, IP, street address, secrets, PERSON, LOCATION")
-    g.add_argument("--threshold", type=float, default=0.4, help="minimum score 0-1 (default 0.4)")
+    g.add_argument("--threshold", type=cli.unit_float, default=0.4, help="minimum score 0-1 (default 0.4)")
     g.add_argument("--language", default="en", help="language code of the text (default en)")
     g.add_argument("--phone-regions", default="default", metavar="LIST",
                    help="regions for phone numbers, e.g. US,GB (default presidio's US,GB,DE,FR,IL,IN,CA,BR; "
                         "'all' = every region, slow). Fewer regions = faster")
-    g.add_argument("--batch-size", type=int, default=256, help="texts per NLP batch (default 256)")
+    g.add_argument("--batch-size", type=cli.positive_int, default=256, help="texts per NLP batch (default 256)")
     g.add_argument("--list-entities", action="store_true", help="list detectable entity types and exit")
     r = p.add_argument_group("report")
     r.add_argument("--fail-on", metavar="any|secrets|LIST",
@@ -47,7 +47,7 @@ def build_parser():
                         "is found")
     r.add_argument("--show-values", action="store_true",
                    help="include raw values in the report (DANGEROUS: the output then contains the PII)")
-    r.add_argument("--limit", type=int, default=1000, help="findings listed in --json (default 1000; counts are always complete)")
+    r.add_argument("--limit", type=cli.nonneg_int, default=1000, help="findings listed in --json (default 1000; counts are always complete)")
     d = p.add_argument_group("redaction")
     d.add_argument("--redact", metavar="OUT", help="write a redacted copy to OUT (atomic; never the input)")
     d.add_argument("--mode", choices=["replace", "mask", "hash", "pseudonym"], default=None,
@@ -122,7 +122,7 @@ def handle(args) -> cli.Result:
                               threshold=args.threshold, regions=pii.phone_regions(args.phone_regions),
                               debug=args.debug)
     if engine.choice.warning and engine.choice.requested == "auto":  # explicit --nlp patterns: JSON only
-        print("WARNING: " + engine.choice.warning, file=sys.stderr)
+        cli.note("WARNING: " + engine.choice.warning)
     fail_on = None
     if args.fail_on:
         fail_on = []

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 
@@ -34,14 +35,14 @@ def build_parser():
     g = p.add_argument_group("the problem")
     g.add_argument("--failure-mode", choices=decide.FAILURE_MODES,
                    help="what goes wrong today: " + "; ".join(f"{k} = {v}" for k, v in decide.FAILURE_HELP.items()))
-    g.add_argument("--examples", type=int, metavar="N", help="good, reviewed examples you have (input -> ideal output)")
-    g.add_argument("--monthly-requests", type=float, metavar="N", help="requests per month in production")
+    g.add_argument("--examples", type=cli.nonneg_int, metavar="N", help="good, reviewed examples you have (input -> ideal output)")
+    g.add_argument("--monthly-requests", type=cli.nonneg_float, metavar="N", help="requests per month in production")
     g.add_argument("--requirements-change", choices=["rarely", "often"],
                    help="how often the expected behaviour changes")
     g.add_argument("--privacy", choices=["none", "strict", "on_prem"],
                    help="none = managed APIs allowed; strict = self-hosted (rented/own GPUs) only; "
                         "on_prem = your own hardware only (default none)")
-    g.add_argument("--budget", type=float, metavar="USD", help="monthly budget in USD: suggestions whose cheapest GPU running 24/7 costs more are "
+    g.add_argument("--budget", type=cli.nonneg_float, metavar="USD", help="monthly budget in USD: suggestions whose cheapest GPU running 24/7 costs more are "
                         "flagged (price the full case with estimate_costs.py)")
     g.add_argument("--show-providers", action="store_true",
                    help="list providers even when the answer is not fine_tune (default: only for fine_tune)")
@@ -82,8 +83,8 @@ def _choice(options):
 def _number(kind):
     def parse(text):
         v = kind(text.replace(",", "").replace("_", ""))
-        if v < 0:
-            raise ValueError("must be >= 0")
+        if not math.isfinite(v) or v < 0:
+            raise ValueError("must be a finite number >= 0")
         return v
     return parse
 

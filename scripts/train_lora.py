@@ -60,20 +60,20 @@ def build_parser():
     g.add_argument("--resume", action="store_true",
                    help="continue the interrupted run in --output-dir from its last checkpoint (same data)")
     lo = p.add_argument_group("LoRA")
-    lo.add_argument("--r", type=int, help="rank (default 16)")
-    lo.add_argument("--alpha", type=float, help="scaling alpha (default 32 = 2 x r)")
-    lo.add_argument("--dropout", type=float, help="LoRA dropout (default 0.05)")
+    lo.add_argument("--r", type=cli.positive_int, help="rank (default 16)")
+    lo.add_argument("--alpha", type=cli.positive_float, help="scaling alpha (default 32 = 2 x r)")
+    lo.add_argument("--dropout", type=cli.number(0, 1, hi_open=True), help="LoRA dropout (default 0.05)")
     lo.add_argument("--target-modules", metavar="LIST",
                     help="comma-separated module names, or all-linear (default)")
     tr = p.add_argument_group("training")
-    tr.add_argument("--epochs", type=float, help="passes over the data (default 3)")
-    tr.add_argument("--max-steps", type=int, help="stop after N optimizer steps (overrides --epochs)")
-    tr.add_argument("--batch-size", type=int, help="per-device batch size (default 4)")
-    tr.add_argument("--grad-accum", type=int, help="gradient accumulation steps (default 4)")
-    tr.add_argument("--lr", type=float, help="learning rate (default 2e-4 for LoRA SFT)")
+    tr.add_argument("--epochs", type=cli.positive_float, help="passes over the data (default 3)")
+    tr.add_argument("--max-steps", type=cli.positive_int, help="stop after N optimizer steps (overrides --epochs)")
+    tr.add_argument("--batch-size", type=cli.positive_int, help="per-device batch size (default 4)")
+    tr.add_argument("--grad-accum", type=cli.positive_int, help="gradient accumulation steps (default 4)")
+    tr.add_argument("--lr", type=cli.positive_float, help="learning rate (default 2e-4 for LoRA SFT)")
     tr.add_argument("--lr-scheduler", choices=["linear", "cosine", "constant", "constant_with_warmup"])
-    tr.add_argument("--warmup-steps", type=int, help="default: 3%% of the optimizer steps")
-    tr.add_argument("--max-seq-length", type=int, help="tokens per example (default 2048); longer is refused")
+    tr.add_argument("--warmup-steps", type=cli.nonneg_int, help="default: 3%% of the optimizer steps")
+    tr.add_argument("--max-seq-length", type=cli.positive_int, help="tokens per example (default 2048); longer is refused")
     tr.add_argument("--allow-truncation", action="store_const", const=True,
                     help="train on examples cut at --max-seq-length instead of refusing")
     tr.add_argument("--packing", action=argparse.BooleanOptionalAction, default=None,
@@ -81,14 +81,14 @@ def build_parser():
     tr.add_argument("--gradient-checkpointing", type=_onoff, metavar="auto|on|off",
                     help="recompute activations in backward (default auto: on for CUDA)")
     tr.add_argument("--bf16", type=_onoff, metavar="auto|on|off", help="bfloat16 (default auto: where supported)")
-    tr.add_argument("--save-steps", type=int,
+    tr.add_argument("--save-steps", type=cli.positive_int,
                     help="checkpoint every N steps (default: --eval-steps, i.e. ~10 checkpoints per run)")
-    tr.add_argument("--eval-steps", type=int,
+    tr.add_argument("--eval-steps", type=cli.positive_int,
                     help="evaluate every N steps (default: --save-steps if set, else ~10 evaluations per run)")
-    tr.add_argument("--logging-steps", type=int, help="log every N steps (default: ~20 lines per run)")
-    tr.add_argument("--early-stopping-patience", type=int, metavar="N",
+    tr.add_argument("--logging-steps", type=cli.positive_int, help="log every N steps (default: ~20 lines per run)")
+    tr.add_argument("--early-stopping-patience", type=cli.positive_int, metavar="N",
                     help="stop after N evaluations without a better eval_loss (needs --validation)")
-    tr.add_argument("--seed", type=int, help="random seed (default 42)")
+    tr.add_argument("--seed", type=cli.seed_int, help="random seed (default 42)")
     tr.add_argument("--report-to", choices=["none", "wandb", "trackio"], help="experiment tracker (default none)")
     tr.add_argument("--use-unsloth", action="store_const", const=True,
                     help="use Unsloth when installed (CUDA); otherwise a warning and the plain path")
@@ -189,7 +189,9 @@ def handle(args) -> cli.Result:
         raise UsageError("no output directory: pass --output-dir DIR (or set output_dir in the config), "
                          "or --dry-run to only run the preflight")
     if not args.dry_run and main:
-        train.check_output_dir(cfg.output_dir, force=args.force, resume=args.resume)
+        train.check_output_dir(cfg.output_dir, force=args.force, resume=args.resume,
+                               inputs=[cfg.data.train, cfg.data.validation, args.config, cfg.chat_template,
+                                       cfg.init_adapter])
     prepared = train.preflight(cfg, gpu=args.gpu, skip_memory_check=args.skip_memory_check)
     rep = prepared.report
     inputs = [p for p in (cfg.data.train, cfg.data.validation, args.config) if p]

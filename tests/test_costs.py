@@ -380,7 +380,7 @@ def test_train_file_with_bad_lines_counts_the_good_ones(tmp_path):
     (["--provider", "openai", "--model", "gpt-4.1", "--base-prompt-tokens", "100"], "both"),
     (["--provider", "openai", "--model", "gpt-4.1", "--as-of", "yesterday"], "--as-of"),
     (["--provider", "openai", "--model", "gpt-4.1", "--train", "/nonexistent/x.jsonl"], "not found"),
-    (["--provider", "openai", "--model", "gpt-4.1", "--training-tokens", "abc"], "invalid int"),
+    (["--provider", "openai", "--model", "gpt-4.1", "--training-tokens", "abc"], "not a whole number"),
     (["--provider", "together", "--params-b", "500", "--training-tokens", "10"], "no price tier"),
     (["--compare", "--params-b", "0"], "must be > 0"),
     (["--compare", "--gpu-price", "0.5"], "add --gpu ID"),

@@ -180,11 +180,18 @@ def append_run(path, *, script: str, argv: Sequence[str], inputs: Iterable, outp
 
 
 def read(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """Every record; ValueError (with the line) when one is not a JSON object."""
     out = []
     with open(path, "rb") as fh:
-        for raw in fh:
+        for n, raw in enumerate(fh, start=1):
             if raw.strip():
-                out.append(json.loads(raw))
+                try:
+                    rec = json.loads(raw)
+                except RecursionError:
+                    raise ValueError(f"line {n} is nested too deeply") from None
+                if not isinstance(rec, dict):
+                    raise ValueError(f"line {n} is not a JSON object")
+                out.append(rec)
     return out
 
 
@@ -199,7 +206,7 @@ def verify(path: str | os.PathLike) -> dict[str, Any]:
             n += 1
             try:
                 rec = json.loads(raw)
-            except ValueError:
+            except (ValueError, RecursionError):
                 return _broken(n, line_no, "record is not valid JSON (edited or truncated)")
             if not isinstance(rec, dict) or "hash" not in rec or "prev" not in rec:
                 return _broken(n, line_no, "record lacks its hash fields")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shlex
 import sys
@@ -36,8 +37,24 @@ class Result:
 
 
 class _Parser(argparse.ArgumentParser):
+    json_requested = False  # set by run() from argv: usage errors then also print the JSON error document
+
     def error(self, message: str) -> None:  # one line, exit 2 (argparse prints usage + 2 lines)
-        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+        line = " ".join(f"{message} (see {self.prog} --help)".split())
+        if self.json_requested:
+            sys.stdout.write(json.dumps({"error": line, "exit_code": 2}) + "\n")
+            sys.stdout.flush()
+        self.exit(2, f"error: {line}\n")
+
+
+def _wants_json(argv: Sequence[str]) -> bool:
+    """--json (or an unambiguous abbreviation argparse would accept) among the options."""
+    for a in argv:
+        if a == "--":
+            break
+        if len(a) >= 4 and "--json".startswith(a):
+            return True
+    return False
 
 
 def make_parser(script: str, description: str, examples: Sequence[str], *,
@@ -80,19 +97,66 @@ def nonneg_int(text: str) -> int:
 
 def fraction(text: str) -> float:
     """argparse ``type=``: a number in (0, 1] (e.g. a similarity threshold)."""
-    try:
-        f = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    f = _finite(text)
     if not 0 < f <= 1:
         raise argparse.ArgumentTypeError(f"must be in (0, 1]: {text}")
     return f
 
 
+def _finite(text: str) -> float:
+    try:
+        f = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(f):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+    return f
+
+
+def number(lo: float | None = None, hi: float | None = None, *, lo_open: bool = False, hi_open: bool = False,
+           integer: bool = False) -> Callable[[str], float | int]:
+    """argparse ``type=`` factory: a finite number (a whole one with ``integer``) within [lo, hi].
+
+    ``lo_open``/``hi_open`` exclude the bound. NaN, Infinity and out-of-range values are a one-line
+    usage error at parse time (exit 2), before any work or model loading.
+    """
+    def parse(text: str):
+        if integer:
+            try:
+                v: float | int = int(text.strip().replace("_", ""))
+            except ValueError:
+                raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+        else:
+            v = _finite(text)
+        low = lo is not None and (v < lo or (lo_open and v == lo))
+        high = hi is not None and (v > hi or (hi_open and v == hi))
+        if (low or high) and lo is not None and hi is not None:
+            ex = [f"{b:g}" for b, o in ((lo, lo_open), (hi, hi_open)) if o]
+            raise argparse.ArgumentTypeError(f"must be between {lo:g} and {hi:g}"
+                                             + (f" (not {' or '.join(ex)})" if ex else "") + f", got {text}")
+        if low:
+            raise argparse.ArgumentTypeError(f"must be {'>' if lo_open else '>='} {lo:g}, got {text}")
+        if high:
+            raise argparse.ArgumentTypeError(f"must be {'<' if hi_open else '<='} {hi:g}, got {text}")
+        return v
+    parse.__name__ = "whole number" if integer else "number"  # argparse names the type in its message
+    return parse
+
+
+positive_int = number(1, integer=True)
+nonneg_float = number(0)
+positive_float = number(0, lo_open=True)
+unit_float = number(0, 1)  # a share or probability in [0, 1]
+seed_int = number(0, 2**32 - 1, integer=True)  # what numpy/torch accept as a seed
+
+
 def run(parser: argparse.ArgumentParser, handler: Callable[[argparse.Namespace], Result],
         argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if isinstance(parser, _Parser):
+        parser.json_requested = _wants_json(argv)
     args = parser.parse_args(argv)
+    _quiet_libraries()
     script = parser.prog.removesuffix(".py")
     started = time.time()
     result: Result | None = None
@@ -124,7 +188,14 @@ def run(parser: argparse.ArgumentParser, handler: Callable[[argparse.Namespace],
         line = " ".join(str(err).split())
         print(f"error: {line}", file=sys.stderr)
         if getattr(args, "json", False):
-            print(json.dumps({"error": line, "exit_code": code}))
+            doc = {"error": line, "exit_code": code}
+            if _NOTES and code == 2:  # notes kept back so that stderr has one line; the JSON keeps them
+                doc["notes"] = list(_NOTES)
+            print(json.dumps(doc))
+    if _NOTES and code != 2:
+        for n in _NOTES:
+            print(n, file=sys.stderr)
+    _NOTES.clear()
     _audit(args, script, argv, result, code, err, time.time() - started)
     return code
 
@@ -145,10 +216,51 @@ def _import_error(exc: ImportError, script: str, debug: bool) -> str:
 
 def _emit(args: argparse.Namespace, result: Result) -> None:
     if getattr(args, "json", False):
-        sys.stdout.write(json.dumps(result.data, ensure_ascii=False, default=str) + "\n")
+        try:  # strict JSON: a bare NaN/Infinity token is not JSON and breaks every parser downstream
+            text = json.dumps(result.data, ensure_ascii=False, default=str, allow_nan=False)
+        except ValueError:
+            raise UsageError(f"the result holds a non-finite number at {_nonfinite_path(result.data)} (NaN or "
+                             f"Infinity), which JSON cannot carry; check the numbers given as input") from None
+        sys.stdout.write(text + "\n")
     elif result.text:
         sys.stdout.write(result.text.rstrip("\n") + "\n")
     sys.stdout.flush()
+
+
+def _nonfinite_path(obj: Any, path: str = "$") -> str:
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return path
+    items = obj.items() if isinstance(obj, dict) else enumerate(obj) if isinstance(obj, (list, tuple)) else ()
+    for k, v in items:
+        sub = f"{path}.{k}" if isinstance(k, str) else f"{path}[{k}]"
+        found = _nonfinite_path(v, sub)
+        if found:
+            return found
+    return "" if path != "$" else "an unknown place"
+
+
+_NOTES: list[str] = []
+
+
+def _quiet_libraries() -> None:
+    """Keep library chatter off a non-terminal stderr, so that a run that cannot run has exactly one
+    stderr line: Hugging Face progress bars ("Loading weights ...", read when transformers is imported)
+    and bitsandbytes' note about an optional CPU kernel package."""
+    import logging
+
+    if not sys.stderr.isatty() or os.environ.get("FT_NO_PROGRESS") == "1":
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
+
+
+def note(message: str) -> None:
+    """An informational stderr line (e.g. 'sending data to URL'). On a terminal it shows at once;
+    otherwise it is printed after the result, so that a run that cannot run (exit 2) still has exactly
+    one stderr line (the notes then go into the JSON error document)."""
+    if sys.stderr.isatty():
+        print(message, file=sys.stderr, flush=True)
+    else:
+        _NOTES.append(message)
 
 
 def _audit(args, script, argv, result, code, err, seconds) -> None:

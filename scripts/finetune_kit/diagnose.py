@@ -185,8 +185,8 @@ def find_log(path: str | os.PathLike) -> Path:
     p = Path(path)
     if not p.exists():
         raise UsageError(f"input not found: {p}")
-    if p.is_file():
-        return p
+    if not p.is_dir():
+        return jsonl.check_readable(p)  # a FIFO/device is refused here, never read
     for name in ("training_log.jsonl", "trainer_state.json"):
         if (p / name).is_file():
             return p / name
@@ -209,6 +209,8 @@ def read_log(path: str | os.PathLike) -> tuple[list[dict], str]:
     elif head.startswith(b"{") or head.startswith(b"["):
         try:
             obj = json.loads(p.read_text(encoding="utf-8"))
+        except RecursionError:
+            raise UsageError(f"{p} is nested too deeply to be a training log") from None
         except (ValueError, UnicodeDecodeError):
             # not one JSON document: maybe JSONL with another suffix
             rows, fmt = _from_jsonl(p), "training_log_jsonl"

@@ -28,7 +28,6 @@ import json
 import math
 import os
 import re
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +36,7 @@ from typing import Any, Callable, Optional, Sequence
 from . import chat, jsonl, metrics as M, stats
 from .errors import UsageError, require
 from .openai_compat import ChatClient, EndpointError, api_key_from_env
+from .outputs import check_dir_output, load_json_input, owned_dir
 
 VERDICTS = ("improved", "no_significant_change", "regressed")
 MIN_RELIABLE_N = 30
@@ -133,8 +133,9 @@ def load_predictions(path: str | os.PathLike, n: int) -> list[Output]:
         toks = obj.get("output_tokens", usage.get("completion_tokens"))
         lat = obj.get("latency_ms")
         for key, v in (("latency_ms", lat), ("output_tokens", toks)):
-            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
-                raise UsageError(f"{path}:{ln}: '{key}' must be a number")
+            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))
+                                  or not math.isfinite(v) or v < 0):
+                raise UsageError(f"{path}:{ln}: '{key}' must be a finite number >= 0, got {v!r}")
         outs.append(Output(text or "", calls, None if lat is None else float(lat),
                            None if toks is None else int(toks)))
     if len(outs) != n:
@@ -726,10 +727,7 @@ def _load_schema(path: str | None):
     if not path:
         return None, None
     p = jsonl.check_readable(path)
-    try:
-        schema = json.loads(p.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise UsageError(f"--json-schema {path} is not valid JSON: {exc}") from exc
+    schema = load_json_input(p, "--json-schema")
     if not isinstance(schema, (dict, bool)):
         raise UsageError(f"--json-schema {path}: a JSON Schema must be an object")
     require("jsonschema", "for --json-schema")
@@ -802,13 +800,6 @@ class Outputs:
     generation: Optional[dict] = None
     cv: Optional[dict] = None
     warnings: list[str] = field(default_factory=list)
-
-
-def _check_output_dir(o: Options) -> None:
-    if o.output_dir:  # fail before spending minutes on generation
-        out = Path(o.output_dir)
-        if out.exists() and (not out.is_dir() or any(out.iterdir())) and not o.force:
-            raise UsageError(f"output directory {out} already exists and is not empty; pass --force to replace it")
 
 
 def _generation_kw(o: Options) -> dict:
@@ -894,6 +885,9 @@ def _metric_names(o: Options, names, items, validator, generated: bool, outs: li
     return names
 
 
+OUTPUT_FILES = ("report.md", "predictions.jsonl", "general_predictions.jsonl", "results.json")
+
+
 def run(o: Options) -> tuple[dict, str, list[str], list[str]]:
     """Evaluate; returns (json doc, report markdown, input paths, output paths)."""
     mode = _check_options(o)
@@ -902,21 +896,27 @@ def run(o: Options) -> tuple[dict, str, list[str], list[str]]:
     gitems = load_test_set(o.general) if o.general else None
     names = parse_metric_list(o.metrics)
     gnames = parse_metric_list(o.general_metrics)
-    judge = Judge(o.judge_url, o.judge_model or "", o.judge_key_env) if o.judge_url else None
-    if judge is not None:
-        print(f"note: sending prompts, references and outputs to the judge at {judge.url}", file=sys.stderr)
-    elif names and "judge" in names:
-        raise UsageError("metric 'judge' needs --judge-url and --judge-model")
-    _check_output_dir(o)
     inputs = [o.test] + [p for p in (o.general, o.json_schema, o.predictions_a, o.predictions_b,
                                      o.general_predictions_a, o.general_predictions_b) if p]
+    # local model/adapter folders are inputs too: the output may not hold or sit inside them
+    guard = inputs + [p for p in (o.adapter, o.model_b, o.base_model) if p and os.path.exists(p)]
+    if o.output_dir:  # fail before spending minutes on generation
+        check_dir_output(o.output_dir, force=o.force, inputs=guard, manifest="results.json",
+                         names=OUTPUT_FILES, tool="evaluate.py")
+    judge = Judge(o.judge_url, o.judge_model or "", o.judge_key_env) if o.judge_url else None
+    if judge is None and names and "judge" in names:
+        raise UsageError("metric 'judge' needs --judge-url and --judge-model")
     generated = mode not in ("predictions",) and not (mode == "baseline" and o.predictions_a)
     res = (_generate(o, mode, items, gitems) if generated else _read_predictions(o, mode, items, gitems))
+    if judge is not None:  # said once the inputs are known good, right before anything is sent
+        from . import cli
+
+        cli.note(f"note: sending prompts, references and outputs to the judge at {judge.url}")
     sides = [res.outs_a] + ([res.outs_b] if res.outs_b is not None else [])
     names = _metric_names(o, names, items, validator, generated, sides, judge)
     sa = score_side(items, res.outs_a, names, validator, judge, "judging A")
     if res.outs_b is None:
-        return _baseline_result(o, mode, items, res, names, sa, schema_path, inputs, judge)
+        return _baseline_result(o, mode, items, res, names, sa, schema_path, inputs, guard, judge)
     sb = score_side(items, res.outs_b, names, validator, judge, "judging B")
     rows = compare_scores(names, sa, sb, n_boot=o.bootstrap, seed=o.seed)
     primary = names[0]
@@ -941,11 +941,11 @@ def run(o: Options) -> tuple[dict, str, list[str], list[str]]:
     files = {"predictions.jsonl": prediction_rows(items, res.outs_a, res.outs_b, sa, sb, names)}
     if g_pred_rows is not None:
         files["general_predictions.jsonl"] = g_pred_rows
-    outputs = _write_outputs(o, doc, report, files, inputs)
+    outputs = _write_outputs(o, doc, report, files, guard)
     return doc, report, [str(p) for p in inputs], outputs
 
 
-def _baseline_result(o: Options, mode, items, res: Outputs, names, sa, schema_path, inputs, judge):
+def _baseline_result(o: Options, mode, items, res: Outputs, names, sa, schema_path, inputs, guard, judge):
     """Baseline only: A's scores with CIs, and predictions a later run reuses as --predictions-a."""
     rows = {}
     for n in names:
@@ -971,11 +971,12 @@ def _baseline_result(o: Options, mode, items, res: Outputs, names, sa, schema_pa
                   "latency_ms": out.latency_ms, "output_tokens": out.output_tokens, "reference": it.reference,
                   "scores": {n: sa[n][i] for n in names}} for i, (it, out) in enumerate(zip(items, res.outs_a))]
     report = render_baseline_report(doc)
-    outputs = _write_outputs(o, doc, report, {"predictions.jsonl": pred_rows}, inputs)
+    outputs = _write_outputs(o, doc, report, {"predictions.jsonl": pred_rows}, guard)
     return doc, report, [str(p) for p in inputs], outputs
 
 
-def _write_outputs(o: Options, doc: dict, report: str, jsonl_files: dict[str, list[dict]], inputs) -> list[str]:
+def _write_outputs(o: Options, doc: dict, report: str, jsonl_files: dict[str, list[dict]], guard) -> list[str]:
+    """report.md, the prediction files and results.json; ``guard``: every input, model folders included."""
     if not o.output_dir:
         return []
     out = Path(o.output_dir)
@@ -983,7 +984,7 @@ def _write_outputs(o: Options, doc: dict, report: str, jsonl_files: dict[str, li
     keys = {"predictions.jsonl": "predictions", "general_predictions.jsonl": "general_predictions"}
     doc["files"] = {"report": str(out / "report.md"), **{keys[n]: str(out / n) for n in jsonl_files},
                     "results": str(out / "results.json")}
-    with jsonl.atomic_dir(out, force=o.force, inputs=inputs) as tmp:
+    with owned_dir(out, force=o.force, inputs=guard, manifest="results.json", tool="evaluate.py") as tmp:
         jsonl.write_text(tmp / "report.md", report)
         for name, rows in jsonl_files.items():
             jsonl.write_jsonl(tmp / name, rows)

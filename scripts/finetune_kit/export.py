@@ -28,7 +28,6 @@ import math
 import os
 import re
 import shutil
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -116,6 +115,63 @@ class AdapterInfo:
         return sum(p.stat().st_size for p in self.weight_files())
 
 
+def _check_adapter_numbers(cfg: dict[str, Any], cfg_path: Path) -> None:
+    """Ranks are whole numbers >= 1 and alpha a finite number > 0: a NaN, negative or non-number value
+    would otherwise turn into a wrong command (or a crash) far from the cause."""
+    def whole(v: Any) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool) and v >= 1
+
+    def bad(key: str, v: Any) -> UsageError:
+        return UsageError(f"{cfg_path}: {key} must be a whole number >= 1, got {v!r}; the adapter config "
+                          f"is damaged - use the one train_lora.py wrote")
+
+    if cfg.get("r") is not None and not whole(cfg["r"]):
+        raise bad("r", cfg["r"])
+    rp = cfg.get("rank_pattern")
+    if rp is not None:
+        if not isinstance(rp, dict):
+            raise UsageError(f"{cfg_path}: rank_pattern must be an object of module -> rank, got {rp!r}")
+        for k, v in rp.items():
+            if not whole(v):
+                raise bad(f"rank_pattern[{k!r}]", v)
+    a = cfg.get("lora_alpha")
+    if a is not None and (isinstance(a, bool) or not isinstance(a, (int, float)) or not math.isfinite(a) or a <= 0):
+        raise UsageError(f"{cfg_path}: lora_alpha must be a finite number > 0, got {a!r}")
+    t = cfg.get("target_modules")
+    if t is not None and not isinstance(t, str) and not (isinstance(t, list) and all(isinstance(x, str) for x in t)):
+        raise UsageError(f"{cfg_path}: target_modules must be a list of module names or a string, got {t!r}")
+    b = cfg.get("base_model_name_or_path")
+    if b is not None and not isinstance(b, str):
+        raise UsageError(f"{cfg_path}: base_model_name_or_path must be a string, got {b!r}")
+
+
+def _check_safetensors(f: Path) -> None:
+    """A cheap look at a .safetensors header (8-byte length + JSON), so damaged weights are a clear
+    exit 2 here instead of an obscure loader error after the base model was loaded."""
+    if not f.is_file():
+        return
+    from .outputs import check_input_file
+
+    check_input_file(f, "adapter weights")
+    size = f.stat().st_size
+    why = None
+    try:
+        with open(f, "rb") as fh:
+            head = fh.read(8)
+            n = int.from_bytes(head, "little") if len(head) == 8 else -1
+            if n <= 1 or n > size - 8 or n > 100 << 20:
+                why = "its header length is wrong"
+            else:
+                hdr = json.loads(fh.read(n).decode("utf-8"))
+                if not isinstance(hdr, dict):
+                    why = "its header is not a JSON object"
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        why = "its header is not valid JSON"
+    if why:
+        raise UsageError(f"{f} is not a valid safetensors file ({why}); the adapter weights are damaged - "
+                         f"copy them again from the training run")
+
+
 def read_adapter(path: str | os.PathLike) -> AdapterInfo:
     p = Path(path).expanduser()
     if not p.exists():
@@ -125,24 +181,25 @@ def read_adapter(path: str | os.PathLike) -> AdapterInfo:
     cfg_path = p / "adapter_config.json"
     if not cfg_path.is_file():
         raise UsageError(f"{p} has no adapter_config.json: not a PEFT adapter directory")
-    try:
-        cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise UsageError(f"{cfg_path} is not valid JSON ({exc})") from exc
+    from .outputs import load_json_input
+
+    cfg = load_json_input(cfg_path, "adapter config")
     if not isinstance(cfg, dict):
         raise UsageError(f"{cfg_path} is not a JSON object")
+    _check_adapter_numbers(cfg, cfg_path)
     peft_type = str(cfg.get("peft_type") or "LORA").upper()
     if peft_type != "LORA":
         raise UsageError(f"{cfg_path}: peft_type {peft_type} is not LoRA; only LoRA adapters can be exported")
     if not any((p / f).is_file() for f in ADAPTER_FILES[1:]):
         raise UsageError(f"{p} has no adapter_model.safetensors (or .bin): the weights are missing")
+    _check_safetensors(p / "adapter_model.safetensors")
     manifest: dict[str, Any] = {}
     mp = p / "run_manifest.json"
     if mp.is_file():
         try:
             m = json.loads(mp.read_text(encoding="utf-8"))
             manifest = m if isinstance(m, dict) else {}
-        except ValueError:
+        except (OSError, ValueError, RecursionError):
             manifest = {}
     return AdapterInfo(p.resolve(), cfg, manifest)
 
@@ -238,7 +295,8 @@ def resolve_base(adapter: AdapterInfo, override: str | None) -> BaseInfo:
             c = json.loads((hf_dir / "config.json").read_text(encoding="utf-8"))
             model_type = c.get("model_type")
             ctx = c.get("max_position_embeddings")
-        except ValueError:
+            ctx = ctx if isinstance(ctx, int) and not isinstance(ctx, bool) and ctx > 0 else None
+        except (OSError, ValueError, RecursionError, AttributeError):
             pass
     elif hub_id:
         try:  # cached hub config only; HF_HUB_OFFLINE keeps this from reaching the network
@@ -654,7 +712,9 @@ def merge_adapter(adapter: AdapterInfo, base: BaseInfo, out_dir: Path, *, dtype:
         raise UsageError(f"cannot merge: base model '{adapter.base}' not found; pass --base-model")
     src = str(base.hf_dir) if base.hf_dir is not None else base.hub_id
     if base.hf_dir is None:
-        print(f"note: loading '{src}' from the Hugging Face Hub cache (downloads it if missing)", file=sys.stderr)
+        from . import cli
+
+        cli.note(f"note: loading '{src}' from the Hugging Face Hub cache (downloads it if missing)")
     device = "cuda" if torch.cuda.is_available() else "cpu"
     if tok is None:
         tok, _ = load_template_tokenizer(adapter, base)
@@ -714,6 +774,10 @@ def merge_adapter(adapter: AdapterInfo, base: BaseInfo, out_dir: Path, *, dtype:
 
 # ----------------------------------------------------------------------------- main entry
 
+MANIFEST_NAME = "export_manifest.json"
+MERGE_MANIFEST = "merge_manifest.json"   # lists the files of a --merge DIR outside the export folder
+
+
 def export(adapter_dir: str, output_dir: str, *, name: str | None = None, base_model: str | None = None,
            ollama_base: str | None = None, merge: str | None = None, merge_requested: bool = False,
            dtype: str = "bf16", atol: float = 1e-3, rtol: float = 1e-4, ollama_host: str = DEFAULT_OLLAMA_HOST,
@@ -721,32 +785,32 @@ def export(adapter_dir: str, output_dir: str, *, name: str | None = None, base_m
     """Write the export directory; returns the --json document. Nothing is written on failure."""
     import contextlib
 
-    from .jsonl import atomic_dir
+    from .outputs import check_dir_output, check_disjoint, owned_dir
 
     adapter = read_adapter(adapter_dir)
     out = Path(output_dir).expanduser().absolute()
     if dtype not in DTYPES:
         raise UsageError(f"--dtype must be one of bf16, fp16, fp32 (got {dtype})")
-    if out.resolve() == adapter.path or adapter.path in out.resolve().parents:
-        raise UsageError("the output directory must be outside the adapter directory (inputs are never modified)")
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"output {out} exists and is not a directory")
-    if out.exists() and any(out.iterdir()) and not force:
-        raise UsageError(f"output directory {out} already exists and is not empty; pass --force to replace it")
+    # outputs.py: never equal to, around or inside the adapter; --force replaces only our files
+    check_dir_output(out, force=force, inputs=[adapter.path], manifest=MANIFEST_NAME, tool="export_adapter.py",
+                     names=("Modelfile", "vllm_serve.sh", "openclaw.patch.json5", "README.md"))
     merge_dir: Path | None = None
     merge_rel: Path | None = None          # set when the merged model lives inside the export dir
     if merge_requested:
         merge_dir = Path(merge).expanduser().absolute() if merge else out / "merged"
-        if merge_dir.resolve() == adapter.path or adapter.path in merge_dir.resolve().parents:
-            raise UsageError("--merge must point outside the adapter directory")
+        check_disjoint(merge_dir, [adapter.path], "--merge")
         if merge_dir == out:
             raise UsageError("--merge must not be the export directory itself; use a subfolder or another path")
         if out in merge_dir.parents:
             merge_rel = merge_dir.relative_to(out)
-        elif merge_dir.exists() and (not merge_dir.is_dir() or any(merge_dir.iterdir())) and not force:
-            raise UsageError(f"merge output {merge_dir} already exists and is not empty; pass --force to replace it")
+        else:
+            check_dir_output(merge_dir, force=force, inputs=[adapter.path, out], manifest=MERGE_MANIFEST,
+                             tool="export_adapter.py --merge", what="merge output")
 
     base = resolve_base(adapter, base_model)
+    if not base.spec:
+        raise UsageError(f"{adapter.path / 'adapter_config.json'} names no base model (base_model_name_or_path "
+                         f"is empty) and no --base-model was given: pass --base-model MODEL")
     tok, tok_src = load_template_tokenizer(adapter, base)
     tmpl = detect_template(tok) if tok is not None else {"family": None, "stop": [],
                                                          "reason": "no tokenizer found for the adapter"}
@@ -774,7 +838,8 @@ def export(adapter_dir: str, output_dir: str, *, name: str | None = None, base_m
     files: list[str] = []
     merge_result: dict[str, Any] | None = None
     with contextlib.ExitStack() as stack:
-        tmp = stack.enter_context(atomic_dir(out, force=force, inputs=[adapter.path]))
+        tmp = stack.enter_context(owned_dir(out, force=force, inputs=[adapter.path], manifest=MANIFEST_NAME,
+                                            tool="export_adapter.py"))
         _umask_dir(tmp)
         if copy_adapter:
             adapter_rel, adapter_abs = "./adapter", str(out / "adapter")
@@ -804,7 +869,8 @@ def export(adapter_dir: str, output_dir: str, *, name: str | None = None, base_m
                 target = tmp / merge_rel
                 target.mkdir(parents=True)
             else:
-                target = stack.enter_context(atomic_dir(merge_dir, force=force, inputs=[adapter.path]))
+                target = stack.enter_context(owned_dir(merge_dir, force=force, inputs=[adapter.path],
+                                                       manifest=MERGE_MANIFEST, tool="export_adapter.py --merge"))
                 _umask_dir(target)
             merge_result = merge_adapter(adapter, base, target, dtype=DTYPES[dtype], atol=atol, rtol=rtol, tok=tok)
             merge_result["output"] = str(merge_dir)
@@ -836,7 +902,7 @@ def export(adapter_dir: str, output_dir: str, *, name: str | None = None, base_m
             "warnings": [w.to_dict() for w in warnings],
         }
         (tmp / "README.md").write_text(readme_text(doc), encoding="utf-8")
-        (tmp / "export_manifest.json").write_text(json.dumps(doc, indent=2, default=str) + "\n", encoding="utf-8")
+        (tmp / MANIFEST_NAME).write_text(json.dumps(doc, indent=2, default=str) + "\n", encoding="utf-8")
     return doc
 
 

@@ -403,9 +403,9 @@ def primary_metric_for(pred_path: str, first_row: dict | None) -> tuple[str | No
     if res.is_file():
         try:
             doc = json.loads(res.read_text(encoding="utf-8"))
-            if isinstance(doc.get("primary_metric"), str):
+            if isinstance(doc, dict) and isinstance(doc.get("primary_metric"), str):
                 return doc["primary_metric"], "results.json"
-        except (OSError, ValueError):
+        except (OSError, ValueError, RecursionError):
             pass
     if first_row and isinstance(first_row.get("scores"), dict) and first_row["scores"]:
         return next(iter(first_row["scores"])), "first score in predictions.jsonl"

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
+from . import outputs
 from .errors import UsageError
 
 
@@ -39,14 +40,8 @@ class RawLine:
 
 
 def check_readable(path: str | os.PathLike) -> Path:
-    p = Path(path)
-    if not p.exists():
-        raise UsageError(f"input file not found: {p}")
-    if p.is_dir():
-        raise UsageError(f"expected a file but got a directory: {p}")
-    if not os.access(p, os.R_OK):
-        raise UsageError(f"input file is not readable: {p}")
-    return p
+    """A readable regular file (FIFOs, devices and directories are refused; see outputs.py)."""
+    return outputs.check_input_file(path)
 
 
 def iter_lines(path: str | os.PathLike) -> Iterator[RawLine]:
@@ -108,28 +103,10 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def _same_file(a: Path, b: Path) -> bool:
-    try:
-        return a.resolve() == b.resolve() or (a.exists() and b.exists() and os.path.samefile(a, b))
-    except OSError:
-        return False
-
-
 def check_output(path: str | os.PathLike, *, force: bool = False,
                  inputs: Iterable[str | os.PathLike] = ()) -> Path:
-    """Refuse to write over an input, or over an existing output without --force."""
-    p = Path(path)
-    for i in inputs:
-        if _same_file(p, Path(i)):
-            raise UsageError(f"output {p} is one of the inputs; inputs are never modified - choose another path")
-    if p.exists() and not force:
-        raise UsageError(f"output {p} already exists; pass --force to overwrite it")
-    if p.exists() and p.is_dir() and not force:
-        raise UsageError(f"output {p} is a directory")
-    parent = p.parent if str(p.parent) else Path(".")
-    if parent.exists() and not parent.is_dir():
-        raise UsageError(f"cannot write {p}: {parent} is not a directory")
-    return p
+    """Refuse to write over, into or around an input, or over an existing output without --force."""
+    return outputs.check_file_output(path, force=force, inputs=inputs)
 
 
 @contextlib.contextmanager
@@ -137,8 +114,7 @@ def atomic_open(path: str | os.PathLike, mode: str = "w", *, force: bool = False
                 inputs: Iterable[str | os.PathLike] = (), encoding: str | None = "utf-8"):
     """Open a temp file beside ``path``; rename it into place only if the block succeeds."""
     p = check_output(path, force=force, inputs=inputs)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+    fd, tmp = outputs.make_temp_file(p)
     try:
         with os.fdopen(fd, mode, encoding=None if "b" in mode else encoding) as fh:
             yield fh
@@ -181,12 +157,12 @@ def write_jsonl(path, rows: Iterable[Any], **kw) -> int:
 def atomic_dir(path: str | os.PathLike, *, force: bool = False, inputs: Iterable = ()):
     """Build a directory in a temp sibling and move it into place when the block succeeds.
 
-    With ``force`` an existing directory is replaced only after the new one is complete.
+    With ``force`` an existing directory is replaced as a whole, only after the new one is complete:
+    for caches only. A script's output directory uses :func:`outputs.owned_dir`, whose --force
+    replaces only the files the script wrote there.
     """
     p = Path(path)
-    for i in inputs:
-        if _same_file(p, Path(i)):
-            raise UsageError(f"output directory {p} is one of the inputs; choose another path")
+    outputs.check_disjoint(p, inputs, "output directory")
     if p.exists() and not p.is_dir():
         raise UsageError(f"output {p} exists and is not a directory")
     if p.exists() and any(p.iterdir()) and not force:

@@ -702,9 +702,21 @@ def _first_is_header(p: Path) -> bool:
         with open(p, "rb") as fh:
             first = fh.readline(1 << 16)
         obj = json.loads(first.decode("utf-8-sig"))
-    except (OSError, ValueError, UnicodeDecodeError):
+    except (OSError, ValueError, UnicodeDecodeError, RecursionError):
         return False
     return isinstance(obj, dict) and obj.get("type") == "session" and "id" in obj
+
+
+def source_paths(root: str | os.PathLike) -> list[str]:
+    """The transcript files (and the folders holding them) read from ``root``: what outputs must avoid."""
+    paths: set[str] = set()
+    try:
+        for _kind, p, _aid in _sources(Path(root), True):
+            paths.add(str(p))
+            paths.add(str(p if p.is_dir() else p.parent))
+    except OSError:
+        pass
+    return sorted(paths)
 
 
 def _is_archive(p: Path) -> bool:
@@ -784,8 +796,10 @@ def iter_sessions(path_or_dir: str | os.PathLike | None = None, agent_id: str | 
     root = Path(path_or_dir).expanduser() if path_or_dir is not None else default_state_dir()
     if not root.exists():
         raise UsageError(f"no OpenClaw sessions at {root}: pass the sessions folder, or set OPENCLAW_STATE_DIR")
-    if root.is_file() and not os.access(root, os.R_OK):
-        raise UsageError(f"input file is not readable: {root}")
+    if not root.is_dir():  # a transcript/database file: regular and readable (a FIFO would block)
+        from .outputs import check_input_file
+
+        check_input_file(root, "sessions file")
 
     def sessions() -> Iterator[Session]:
         archived = (lambda f: on_skip("deleted_archive", f.name)) if on_skip else None

@@ -394,15 +394,21 @@ class Scanner:
         if todo:
             uniq = list(todo)
             eng = self.engine
-            for text, artifacts in eng.nlp_engine.process_batch(uniq, eng.language, batch_size=self.batch_size):
-                ents = self.entities_for(text)
+            # long texts go through NER in overlapping windows, with unbroken runs blanked (see _ner_windows)
+            pieces = [(t, off, piece) for t in uniq for off, piece in _ner_windows(t, self.stats)]
+            found: dict[str, dict[tuple, float]] = {t: {} for t in uniq}
+            views = [_LONG_RUN.sub(lambda m: " " * len(m.group()), piece) for _t, _o, piece in pieces]
+            batches = eng.nlp_engine.process_batch(views, eng.language, batch_size=self.batch_size)
+            for (text, off, piece), (_view, artifacts) in zip(pieces, batches):
+                ents = self.entities_for(piece)
+                res = eng.analyzer.analyze(text=piece, language=eng.language, entities=ents, nlp_artifacts=artifacts,
+                                           score_threshold=eng.threshold) if ents else []
+                for r in res:
+                    key = (r.start + off, r.end + off, r.entity_type)
+                    found[text][key] = max(found[text].get(key, 0.0), round(float(r.score), 4))
+            for text in uniq:
                 self.stats["analyzed"] += 1
-                if ents:
-                    res = eng.analyzer.analyze(text=text, language=eng.language, entities=ents,
-                                               nlp_artifacts=artifacts, score_threshold=eng.threshold)
-                else:
-                    res = []
-                hits = sorted(Hit(r.start, r.end, r.entity_type, round(float(r.score), 4)) for r in res)
+                hits = sorted(Hit(a, b, e, sc) for (a, b, e), sc in found[text].items())
                 if len(text) <= _CACHE_MAX_TEXT:
                     self._cache[text] = hits
                     self._cache_chars += len(text)
@@ -412,6 +418,24 @@ class Scanner:
                 for i in todo[text]:
                     out[i] = hits
         return out  # type: ignore[return-value]
+
+
+NER_WINDOW_CHARS = 50_000   # texts longer than this reach NER in windows (spaCy refuses > 1,000,000 chars)
+NER_WINDOW_OVERLAP = 500    # an entity shorter than this is seen whole in one window
+NER_MAX_RUN = 200           # unbroken (no whitespace) runs longer than this are blanked for NER only: spaCy's
+_LONG_RUN = re.compile(r"\S{%d,}" % (NER_MAX_RUN + 1))  # tokenizer is quadratic in them (20 KB of '[' took 118 s)
+
+
+def _ner_windows(text: str, stats: Counter) -> list[tuple[int, str]]:
+    """(offset, piece) windows of ``text`` for analysis. Pattern recognizers still see every character
+    (blanking keeps offsets: it applies to the NER view only); the counts go into the report."""
+    runs = sum(1 for _ in _LONG_RUN.finditer(text)) if len(text) > NER_MAX_RUN else 0
+    stats["ner_runs_blanked"] += runs
+    if len(text) <= NER_WINDOW_CHARS:
+        return [(0, text)]
+    stats["ner_texts_windowed"] += 1
+    step = NER_WINDOW_CHARS - NER_WINDOW_OVERLAP
+    return [(i, text[i:i + NER_WINDOW_CHARS]) for i in range(0, len(text) - NER_WINDOW_OVERLAP, step)]
 
 
 def naive_analyze(engine: Engine, texts: Sequence[str]) -> list[list[Hit]]:
@@ -870,6 +894,8 @@ def scan_file(path: str | os.PathLike, scanner: Scanner, opts: ScanOptions) -> d
         "messages": st["messages"],
         "texts_scanned": scanner.stats["analyzed"] + scanner.stats["cache_hits"],
         "unique_texts_analyzed": scanner.stats["analyzed"],
+        "ner_limits": {"window_chars": NER_WINDOW_CHARS, "texts_windowed": scanner.stats["ner_texts_windowed"],
+                       "unbroken_run_chars": NER_MAX_RUN, "runs_skipped_by_ner": scanner.stats["ner_runs_blanked"]},
         "unparsed_lines": st["unparsed_lines"] + st["generic_lines"],
         "problems": problems,
         "total_findings": total,

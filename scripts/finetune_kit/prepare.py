@@ -44,6 +44,7 @@ from . import cli, jsonl
 from .bootstrap import lazy_module
 from .dedup import NUM_PERM, SHINGLE, NearDupIndex
 from .errors import BlockingProblem, UsageError
+from .outputs import check_dir_output, load_json_input, owned_dir
 from .readers import (ROW_FORMATS, ReadContext, Row, Unconvertible, convert_row, detect_row_format, file_kind,
                       normalise_tools, reader_for)
 from .readers import bump as _bump
@@ -117,8 +118,8 @@ def parse_split(spec: str) -> tuple[float, float, float]:
         parts = [float(x) for x in str(spec).split(",")]
     except ValueError as exc:
         raise UsageError(f"--split {spec!r}: expected three numbers like 0.8,0.1,0.1") from exc
-    if len(parts) != 3 or any(p < 0 or math.isnan(p) for p in parts) or sum(parts) <= 0:
-        raise UsageError(f"--split {spec!r}: expected three non-negative numbers like 0.8,0.1,0.1")
+    if len(parts) != 3 or any(p < 0 or not math.isfinite(p) for p in parts) or sum(parts) <= 0:
+        raise UsageError(f"--split {spec!r}: expected three finite non-negative numbers like 0.8,0.1,0.1")
     if parts[0] <= 0:
         raise UsageError(f"--split {spec!r}: the train share must be > 0")
     total = sum(parts)
@@ -411,13 +412,29 @@ class Split:
     strata: dict[str, dict[str, int]] | None = None
 
 
+OUTPUT_FILES = ("train.jsonl", "validation.jsonl", "test.jsonl", "removed.jsonl", "manifest.json")
+
+
+def _input_paths(opts: Options) -> list[str]:
+    """What the output directory must stay clear of: input files, and OpenClaw transcript files/folders."""
+    from . import openclaw_sessions as oc
+
+    paths: list[str] = []
+    for inp in opts.inputs or ([str(oc.default_state_dir())] if opts.fmt == "openclaw" else []):
+        p = Path(inp).expanduser()
+        if p.is_dir():
+            paths += oc.source_paths(p)
+        else:
+            paths.append(str(p))
+    return paths
+
+
 def check_output_dir(opts: Options) -> Path:
-    """Fail fast (before the work) on an output that exists and may not be replaced."""
+    """Fail fast (before the work) on an output that may not be written (outputs.py: never around an
+    input; --force replaces only the files listed in our manifest.json)."""
     out_dir = Path(opts.output_dir).expanduser()
-    if out_dir.exists() and not out_dir.is_dir():
-        raise UsageError(f"output {out_dir} exists and is not a directory")
-    if out_dir.exists() and any(out_dir.iterdir()) and not opts.force:
-        raise UsageError(f"output directory {out_dir} already exists and is not empty; pass --force to replace it")
+    check_dir_output(out_dir, force=opts.force, inputs=_input_paths(opts), manifest="manifest.json",
+                     names=OUTPUT_FILES, tool="prepare_data.py")
     if opts.fmt != "openclaw" and (opts.agent_id or opts.date_range):
         raise UsageError("--agent-id/--date-range select OpenClaw sessions; use them with --from openclaw")
     return out_dir
@@ -805,7 +822,8 @@ def write_outputs(out_dir: Path, manifest: dict[str, Any], sp: Split, removed: l
     library runs on the written splits before the directory is moved into place."""
     validation = None
     t1 = time.time()
-    with jsonl.atomic_dir(out_dir, force=opts.force, inputs=opts.inputs) as tmp:
+    with owned_dir(out_dir, force=opts.force, inputs=_input_paths(opts), manifest="manifest.json",
+                   tool="prepare_data.py") as tmp:
         names = {0: "train.jsonl", 1: "validation.jsonl", 2: "test.jsonl"}
         for s, name in names.items():
             jsonl.write_jsonl(tmp / name, (r.line_obj for r in sp.rows[s]), force=True)
@@ -869,7 +887,7 @@ def report(out_dir: Path, opts: Options, manifest: dict[str, Any], dd: Deduped, 
             "blocking": blocking,
             "timings": {k: round(v, 3) for k, v in timings.items()}, "seconds": round(time.time() - t0, 2)}
     text = _human(data, manifest, validation)
-    outputs = [out_dir / n for n in ("train.jsonl", "validation.jsonl", "test.jsonl", "removed.jsonl", "manifest.json")]
+    outputs = [out_dir / n for n in OUTPUT_FILES]
     return cli.Result(data, text, exit_code=1 if blocking else 0,
                       inputs=[i for i in opts.inputs if Path(i).is_file()] + ([opts.tools_file] if opts.tools_file else []),
                       outputs=outputs,
@@ -913,14 +931,16 @@ def load_tools_file(path: str) -> list[dict[str, Any]]:
     """The tool definitions of a ``--tools FILE``: a JSON list (or ``{"tools": [...]}``) of objects;
     UsageError (exit 2) when unreadable or of another shape."""
     p = jsonl.check_readable(path)
-    try:
-        data = json.loads(p.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise UsageError(f"--tools {p}: not a JSON file ({exc})") from exc
+    data = load_json_input(p, "--tools")
     if isinstance(data, dict) and isinstance(data.get("tools"), list):
         data = data["tools"]
     if not isinstance(data, list) or not all(isinstance(t, dict) for t in data):
         raise UsageError(f"--tools {p}: expected a JSON list of tool definitions")
+    for i, t in enumerate(data):  # OpenAI {"type": "function", "function": {"name"}} or bare {"name", ...}
+        fn = t.get("function") if isinstance(t.get("function"), dict) else t
+        if not isinstance(fn.get("name"), str) or not fn["name"]:
+            raise UsageError(f"--tools {p}: tool {i} has no name; each tool is {{\"type\": \"function\", "
+                             f"\"function\": {{\"name\": ..., \"parameters\": ...}}}}")
     return data
 
 

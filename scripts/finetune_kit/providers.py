@@ -354,13 +354,18 @@ def _load(path: str, _mtime: int) -> DataFile:
     from .errors import require
 
     yaml = require("yaml", "to read the providers data file")
+    from .outputs import read_text_input
+
     p = Path(path)
-    if not p.is_file():
+    if not p.exists():
         raise UsageError(f"providers data file not found: {p}")
+    text = read_text_input(p, "providers data file")  # a FIFO, directory, binary or unreadable file: exit 2
     try:
-        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
         raise UsageError(f"providers data file {p} is not valid YAML: {' '.join(str(exc).split())}") from exc
+    except RecursionError:
+        raise UsageError(f"providers data file {p} is nested too deeply to be a providers file") from None
     try:
         return DataFile.model_validate(raw)
     except ValidationError as exc:

@@ -40,6 +40,7 @@ from . import chat, cli, memory, models, templating, train_plan
 from .bootstrap import pip_command
 from .errors import BlockingProblem, UsageError, require
 from .jsonl import sha256_file, write_json
+from .outputs import check_input_file, load_json_input, read_text_input
 from .train_config import FtConfig
 from .train_outputs import CHECKPOINTS, LOG_FILE, MANIFEST, PREFLIGHT_FILE  # noqa: F401 - public names
 from .train_outputs import check_output_dir, check_resume_data, format_result, previous_config  # noqa: F401
@@ -323,10 +324,13 @@ def _check_inputs(cfg: FtConfig) -> list[str]:
         raise UsageError("no training data: pass --train FILE.jsonl or set data.train in the config")
     paths = [cfg.data.train] + ([cfg.data.validation] if cfg.data.validation else [])
     for p in paths:
-        if not Path(p).is_file():
+        if not Path(p).exists():
             raise UsageError(f"data file not found: {p}")
-    if cfg.chat_template and not Path(cfg.chat_template).is_file():
-        raise UsageError(f"chat template file not found: {cfg.chat_template}")
+        check_input_file(p, "data file")  # a FIFO/device/unreadable file: exit 2, never read
+    if cfg.chat_template:
+        if not Path(cfg.chat_template).exists():
+            raise UsageError(f"chat template file not found: {cfg.chat_template}")
+        read_text_input(cfg.chat_template, "chat template")  # binary: one line, exit 2
     if cfg.init_adapter and not (Path(cfg.init_adapter) / "adapter_config.json").is_file():
         raise UsageError(f"--init-adapter {cfg.init_adapter}: no adapter_config.json there (give a train_lora.py "
                          f"output dir or a PEFT adapter dir)")
@@ -347,7 +351,7 @@ def _load_tokenizer(cfg: FtConfig, ref: models.ModelRef):
         raise UsageError(f"could not load the tokenizer of '{cfg.base_model}': "
                          f"{' '.join(str(exc).split())[:300]}") from exc
     if cfg.chat_template:
-        tok.chat_template = Path(cfg.chat_template).read_text(encoding="utf-8")
+        tok.chat_template = read_text_input(cfg.chat_template, "chat template")
     return tok
 
 
@@ -399,6 +403,7 @@ def _memory_report(cfg: FtConfig, plan: dict, shape_cfg: Any, shape_error: str |
         rep = memory_section(shape_cfg, cfg, plan, seq, mem_device, seq_hint=tpe.get("p99"))
     except (ValueError, KeyError, TypeError) as exc:
         return {"error": f"could not estimate memory: {exc}"}
+    _check_target_modules(cfg, shape_cfg, problems)
     fit = rep.get("fit", {})
     if fit.get("verdict") == "does_not_fit" and mem_device["kind"] == "cuda" and not skip_memory_check:
         sug = [s for s in rep.get("suggestions", []) if s["verdict"] == "fits"]
@@ -413,8 +418,35 @@ def _memory_report(cfg: FtConfig, plan: dict, shape_cfg: Any, shape_error: str |
     return rep
 
 
+def _check_target_modules(cfg: FtConfig, shape_cfg: Any, problems: _Problems) -> None:
+    """Named target modules must exist in the model (an empty-weight model on the meta device: instant,
+    no download); otherwise PEFT fails only after the weights were loaded."""
+    targets = cfg.lora.target_modules
+    if cfg.init_adapter or isinstance(targets, str) or not isinstance(shape_cfg, dict):
+        return  # all-linear or a regex: PEFT resolves it
+    try:
+        import torch
+        import transformers
+
+        conf = transformers.AutoConfig.for_model(**shape_cfg)
+        with torch.device("meta"):
+            model = transformers.AutoModelForCausalLM.from_config(conf)
+        full = [n for n, m in model.named_modules()
+                if isinstance(m, (torch.nn.Linear, torch.nn.Conv1d)) or type(m).__name__ == "Conv1D"]
+    except Exception:  # noqa: BLE001 - an unusual architecture: PEFT will say it at training time
+        return
+    names = {n.rsplit(".", 1)[-1] for n in full}
+    missing = [t for t in targets if not any(n == t or n.endswith("." + t) for n in full)]
+    if missing:
+        problems.add("target_modules_not_found",
+                     f"target module(s) {', '.join(missing)} do not exist in this model",
+                     f"use all-linear or some of: {', '.join(sorted(names))}")
+
+
 def _init_adapter_info(cfg: FtConfig, ref, problems: _Problems) -> dict[str, Any]:
-    ac = json.loads((Path(cfg.init_adapter) / "adapter_config.json").read_text(encoding="utf-8"))
+    ac = load_json_input(Path(cfg.init_adapter) / "adapter_config.json", "--init-adapter config")
+    if not isinstance(ac, dict):
+        raise UsageError(f"--init-adapter {cfg.init_adapter}: adapter_config.json is not a JSON object")
     info = {"path": str(cfg.init_adapter), "r": ac.get("r"), "alpha": ac.get("lora_alpha"),
             "target_modules": ac.get("target_modules"), "base_model_name_or_path": ac.get("base_model_name_or_path")}
     mine = models.model_dir_for_saving(ref) if ref.kind != "gguf" else None

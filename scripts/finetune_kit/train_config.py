@@ -204,11 +204,16 @@ def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
     from .errors import require
 
     yaml = require("yaml", "to read ft-config.yaml")
+    from .outputs import read_text_input
+
     p = Path(path)
-    if not p.is_file():
+    if not p.exists():
         raise UsageError(f"config file not found: {p}")
+    text = read_text_input(p, "config file")  # a FIFO, directory, binary or unreadable file: exit 2
     try:
-        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
+        raw = yaml.safe_load(text)
+    except RecursionError:
+        raise UsageError(f"{p}: nested too deeply to be an ft-config.yaml") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""

@@ -20,6 +20,7 @@ from typing import Any
 
 from . import cli, memory, models
 from .errors import BlockingProblem, UsageError
+from .outputs import check_disjoint, owned_files
 
 LOG_KEYS = ("step", "epoch", "loss", "eval_loss", "lr", "grad_norm", "tokens_per_s")
 MANIFEST = "run_manifest.json"
@@ -28,8 +29,9 @@ PREFLIGHT_FILE = "preflight.json"
 CHECKPOINTS = "checkpoints"
 
 
-def check_output_dir(output_dir: str, *, force: bool, resume: bool) -> None:
-    """Refuse early (before the preflight) to clobber an output dir."""
+def check_output_dir(output_dir: str, *, force: bool, resume: bool, inputs=()) -> None:
+    """Refuse early (before the preflight) to clobber an output dir, or to put it around/inside an input."""
+    check_disjoint(output_dir, inputs, "--output-dir")
     output_dir_ready(Path(output_dir), force=force, resume=resume)
 
 
@@ -52,13 +54,23 @@ def output_dir_ready(out: Path, *, force: bool, resume: bool) -> None:
                              f"(no {MANIFEST}, {CHECKPOINTS}/ or adapter files); choose an empty or new directory")
 
 
+TRAIN_OWNED = (MANIFEST, LOG_FILE, PREFLIGHT_FILE, CHECKPOINTS, "loss_curve.png")
+
+
 def clear_dir(out: Path) -> None:
-    """Replace ``out`` by an empty directory (after a successful preflight, with --force)."""
-    if out.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
-        os.replace(out, old / "d")
-        shutil.rmtree(old, ignore_errors=True)
-    out.mkdir(parents=True, exist_ok=True)
+    """Remove what an earlier run wrote in ``out`` (after a successful preflight, with --force): the fixed
+    run files and those listed in its run_manifest.json. The user's other files there are kept."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        owned = set(TRAIN_OWNED) | {Path(n).parts[0] for n in owned_files(out, MANIFEST)}
+        victims = [out / n for n in sorted(owned) if os.path.lexists(out / n)]
+        if victims:
+            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out))
+            for v in victims:
+                os.replace(v, old / v.name)
+            shutil.rmtree(old, ignore_errors=True)
+    except OSError as exc:
+        raise UsageError(f"cannot write {out}: {exc.strerror or exc}; choose a writable --output-dir") from None
 
 
 def set_cpu_threads(torch) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from .. import chat
+from ..errors import UsageError
 from .common import (ROLE_ALIASES, MessageBuilder, ReadContext, Row, Unconvertible, bump, extra_metadata,
                      make_example, normalise_tools, text_of)
 
@@ -78,6 +79,9 @@ def file_kind(path: Path, fmt: str) -> str:
         return "csv"
     if suffix in (".tsv", ".tab"):
         return "tsv"
+    if path.is_dir() and not oc.looks_like_openclaw(path):
+        raise UsageError(f"{path} is a directory without OpenClaw sessions (no agents/, sessions/ or session "
+                         f"transcripts); give the data files in it, e.g. {path}/*.jsonl")
     if path.is_dir() or suffix == ".sqlite" or oc.looks_like_openclaw(path):
         return "openclaw"
     return "json"

@@ -23,7 +23,7 @@ def read_json_rows(path: Path, start: int) -> Iterator[Row]:
     if head.startswith(b"["):
         try:
             data = json.loads(path.read_bytes().decode("utf-8-sig"))
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):
             data = None
         if isinstance(data, list):
             for i, obj in enumerate(data):
