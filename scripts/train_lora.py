@@ -105,7 +105,7 @@ def build_parser():
                          + ", ".join(memory.KNOWN_SHAPES))
     pf.add_argument("--model-config", metavar="CONFIG.json",
                     help="with --memory-only: the model's config.json (plan an unlisted model offline)")
-    pf.add_argument("--fsdp-gpus", type=int, metavar="N",
+    pf.add_argument("--fsdp-gpus", type=cli.positive_int, metavar="N",
                     help="with --memory-only: plan FSDP full sharding over N GPUs (per-GPU memory)")
     return p
 

@@ -203,14 +203,14 @@ def test_export_force_keeps_the_users_other_files(tmp_path, smollm2_dir):
 
 
 def test_train_force_clears_only_its_own_run_files(tmp_path):
-    from finetune_kit import train
+    from finetune_kit import train, train_outputs
 
     out = tmp_path / "run"
     (out / train.CHECKPOINTS / "checkpoint-2").mkdir(parents=True)
     (out / train.MANIFEST).write_text(json.dumps({"files": ["adapter_model.safetensors", train.MANIFEST]}))
     for n in ("adapter_model.safetensors", train.LOG_FILE, "notes.md"):
         (out / n).write_text("x")
-    train._clear_dir(out)
+    train_outputs.clear_dir(out)
     assert sorted(p.name for p in out.iterdir()) == ["notes.md"] and not temp_leftovers(tmp_path)
 
 

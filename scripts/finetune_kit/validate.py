@@ -212,7 +212,7 @@ def _not_jsonl(path: str) -> tuple[str, str] | None:
         return None
     try:
         obj = json.loads(first.decode("utf-8"))
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         obj = None
     if isinstance(obj, dict):
         return None
