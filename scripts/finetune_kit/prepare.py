@@ -39,8 +39,9 @@ from typing import Any, Iterable, Iterator
 from pydantic import ValidationError
 
 from . import chat, cli, jsonl
-from .dedup import NUM_PERM, SHINGLE, NearDupIndex
+from .dedup import NUM_PERM, SHINGLE, NearDupIndex, lsh_params
 from .errors import BlockingProblem, UsageError
+from .spill import assign_sizes, split_targets
 
 FORMATS = ("auto", "chat", "prompt-completion", "alpaca", "sharegpt", "csv", "tsv", "openclaw")
 SPLITS = ("train", "validation", "test")
@@ -111,6 +112,10 @@ class Options:
     tools_file: str | None = None
     force: bool = False
     validate: bool = True
+    # "disk": the bounded-memory engine (spill.py); "memory": everything in RAM (the reference
+    # implementation the tests and bench/prepare.py compare the disk engine against)
+    engine: str = "disk"
+    workers: int | None = None  # MinHash worker processes for the disk engine (None: cores - 1)
 
 
 @dataclass
@@ -755,48 +760,11 @@ class _UnionFind:
 # ------------------------------------------------------------------------------ split
 
 
-def split_targets(n: int, ratios: tuple[float, float, float]) -> list[int]:
-    """Example counts per split: round half up for validation/test, the rest to train (>= 1)."""
-    if n <= 0:
-        return [0, 0, 0]
-    val = int(math.floor(n * ratios[1] + 0.5))
-    test = int(math.floor(n * ratios[2] + 0.5))
-    while val + test > n - 1 and (val or test):  # train keeps at least one example
-        if test >= val and test:
-            test -= 1
-        else:
-            val -= 1
-    return [n - val - test, val, test]
-
-
 def assign_units(units: list[list[int]], ratios: tuple[float, float, float], rng: random.Random) -> dict[int, int]:
-    """unit members -> split index. Units are shuffled (seeded), then placed largest first into the
-    split with the largest remaining deficit, so groups stay whole and the counts hit the targets
-    exactly when every unit has one example."""
-    n = sum(len(u) for u in units)
-    targets = split_targets(n, ratios)
-    order = list(range(len(units)))
-    rng.shuffle(order)
-    order.sort(key=lambda i: -len(units[i]))  # stable: ties keep the shuffled order
-    fill = [0, 0, 0]
-    out: dict[int, int] = {}
-    for ui in order:
-        size = len(units[ui])
-        deficits = [targets[s] - fill[s] for s in range(3)]
-        best = max(range(3), key=lambda s: (deficits[s], -s))
-        if deficits[best] <= 0:
-            best = 0
-        elif size > deficits[best] and best != 0 and size > 1:
-            # a group bigger than what validation/test still need goes to train unless train is full
-            best = 0 if deficits[0] > 0 else best
-        fill[best] += size
-        for i in units[ui]:
-            out[i] = best
-    if fill[0] == 0 and n:  # never an empty train split
-        ui = order[-1]
-        for i in units[ui]:
-            out[i] = 0
-    return out
+    """unit members -> split index (``spill.assign_sizes`` on the units' sizes: seeded shuffle,
+    largest first into the split with the largest remaining deficit; groups stay whole)."""
+    a = assign_sizes([len(u) for u in units], ratios, rng)
+    return {i: s for u, s in zip(units, a) for i in u}
 
 
 # ------------------------------------------------------------------------------ mix report
@@ -826,6 +794,14 @@ def _tags(value: Any) -> list[str]:
     return [str(value)]
 
 
+def _mix_categories(ex: chat.ChatExample, tags: list[str], target: dict[str, float]) -> set[str]:
+    """The mix categories one example counts for (``normal`` = none of the measured/target ones)."""
+    cats = categories(ex, tags)
+    if not cats & (set(target) | {"multi_turn", "tool_calls", "refusal"}) - {"normal"}:
+        cats.add("normal")
+    return cats
+
+
 def mix_report(examples: list[tuple[chat.ChatExample, list[str]]], target: dict[str, float],
                tag_field: str | None, tolerance: float = 0.75) -> dict[str, Any]:
     """Shares of multi-turn / tool-call / refusal-like examples (+ tags) against a target mix.
@@ -834,15 +810,23 @@ def mix_report(examples: list[tuple[chat.ChatExample, list[str]]], target: dict[
     ``short`` = below ``tolerance`` x target; ``add_to_reach`` = examples of that kind to add
     (keeping the others) to reach the target share.
     """
-    n = len(examples)
+    by_key: Counter = Counter()
+    for ex, tags in examples:
+        by_key[(frozenset(_mix_categories(ex, tags, target)), tuple(tags))] += 1
+    return mix_summary(len(examples), by_key, target, tag_field, tolerance)
+
+
+def mix_summary(n: int, by_key: dict[tuple[frozenset, tuple], int], target: dict[str, float],
+                tag_field: str | None, tolerance: float = 0.75) -> dict[str, Any]:
+    """:func:`mix_report` from counts: ``by_key`` maps (categories, tags) to how many of the ``n``
+    examples have them (the disk engine counts these without keeping the examples)."""
     counts: Counter = Counter()
     tag_counts: Counter = Counter()
-    for ex, tags in examples:
-        cats = categories(ex, tags)
-        tag_counts.update(tags)
-        if not cats & (set(target) | {"multi_turn", "tool_calls", "refusal"}) - {"normal"}:
-            cats.add("normal")
-        counts.update(cats)
+    for (cats, tags), k in by_key.items():
+        for c in cats:
+            counts[c] += k
+        for t in tags:
+            tag_counts[t] += k
     measurable = {"normal", "multi_turn", "tool_calls", "refusal"}
     rows = []
     short = []
@@ -1089,6 +1073,127 @@ def prepare(opts: Options) -> cli.Result:
                          f"formats: {', '.join(FORMATS[1:])} (see --from)")
 
     timings = {"read_convert": time.time() - t0}
+    stages = _stages_in_memory if opts.engine == "memory" else _stages_on_disk
+    st = stages(rows, opts, timings, out_dir)
+    t1 = time.time()
+    leakage, mix, split_sizes = st["leakage"], st["mix"], st["split_sizes"]
+    n_kept = sum(split_sizes)
+    n_removed = sum(st["removed_reasons"].values())
+
+    # ---- write
+    manifest: dict[str, Any] = {
+        "tool": "prepare_data", "manifest_version": 1, "seed": opts.seed,
+        "parameters": {
+            "from": opts.fmt, "split": list(opts.split), "group_by": opts.group_by, "stratify": opts.stratify,
+            "near_dup": opts.near_dup, "near_dup_threshold": opts.near_dup_threshold,
+            "keep_near_dups": opts.keep_near_dups, "num_perm": NUM_PERM, "shingle_words": SHINGLE,
+            "system": opts.system, "tag_field": opts.tag_field, "target_mix": opts.target_mix,
+            "prompt_column": opts.prompt_column, "completion_column": opts.completion_column,
+            "system_column": opts.system_column, "agent_id": opts.agent_id, "date_range": opts.date_range,
+            "min_samples": opts.min_samples, "keep_inbound_metadata": opts.keep_inbound_metadata,
+            "tools_file": Path(opts.tools_file).name if opts.tools_file else None},
+        "inputs": inputs_info,
+        "counts": {"input_rows": n_input, "converted": len(converted),
+                   "unconvertible": sum(1 for r in rows if r.error),
+                   "exact_duplicates": st["removed_reasons"].get("exact_duplicate", 0),
+                   "near_duplicates": st["removed_reasons"].get("near_duplicate", 0),
+                   "kept": n_kept, "train": split_sizes[0], "validation": split_sizes[1],
+                   "test": split_sizes[2], "removed": n_removed},
+        "formats": dict(sorted(fmt_counts.items())),
+        "normalisation": dict(sorted(counts.items())),
+        "check_warnings": dict(sorted(warn_codes.items())),
+        "dedup": {"exact_removed": st["removed_reasons"].get("exact_duplicate", 0),
+                  "near_removed": st["removed_reasons"].get("near_duplicate", 0),
+                  "near_dup_enabled": opts.near_dup, "threshold": opts.near_dup_threshold,
+                  "kept_near_dup_pairs": st["near_pairs"] if opts.keep_near_dups else 0,
+                  "method": "MinHash LSH (datasketch) candidates verified by exact Jaccard of hashed word 3-shingles of the conversation without system prompt",
+                  "lsh_bands_rows": list(lsh_params(opts.near_dup_threshold)) if opts.near_dup else None},
+        "split": {"ratios": list(opts.split), "targets": dict(zip(SPLITS, split_targets(n_kept, opts.split))),
+                  "units": st["units"], "group_by": opts.group_by,
+                  "group_missing": st["group_missing"] if opts.group_by else None,
+                  "stratify": st["strata"]},
+        "leakage": leakage,
+        "mix": mix,
+        "files": {},
+    }
+    if is_oc:
+        manifest["openclaw"] = oc_stats
+    assert manifest["counts"]["input_rows"] == n_kept + n_removed, "row accounting broke"
+
+    validation = None
+    with jsonl.atomic_dir(out_dir, force=opts.force, inputs=opts.inputs) as tmp:
+        names = {0: "train.jsonl", 1: "validation.jsonl", 2: "test.jsonl"}
+        st["write"](tmp)
+        for name in list(names.values()) + ["removed.jsonl"]:
+            n = sum(1 for _ in open(tmp / name, "rb"))
+            manifest["files"][name] = {"rows": n, "sha256": jsonl.sha256_file(tmp / name)}
+        timings["mix_write"] = timings.get("mix", 0.0) + time.time() - t1
+        t1 = time.time()
+        if opts.validate:
+            validation = _validate(tmp, [names[s] for s in range(3) if split_sizes[s]], out_dir)
+            if validation is not None:
+                manifest["validation"] = {"valid": validation.get("valid"),
+                                          "errors": sum(len(f.get("errors", [])) for f in validation.get("files", [])),
+                                          "warnings": sum(len(f.get("warnings", [])) for f in validation.get("files", []))}
+        jsonl.write_json(tmp / "manifest.json", manifest, force=True)
+    timings["validate"] = time.time() - t1
+    outputs = [out_dir / n for n in ("train.jsonl", "validation.jsonl", "test.jsonl", "removed.jsonl", "manifest.json")]
+
+    warnings = []
+    try:
+        from .validate import MIN_EXAMPLES
+    except ImportError:
+        MIN_EXAMPLES = 10
+    if split_sizes[0] < MIN_EXAMPLES:
+        warnings.append(f"the train split has {split_sizes[0]} examples; OpenAI fine-tuning requires at "
+                        f"least {MIN_EXAMPLES} (improvements usually start at 50-100)")
+    if any(split_sizes[s] == 0 for s in (1, 2)) and any(opts.split[s] > 0 for s in (1, 2)):
+        warnings.append("validation and/or test split is empty (too few examples/groups for the requested split)")
+    if mix["short"]:
+        warnings.append("short of the target mix: " + ", ".join(mix["short"]))
+    blocking = []
+    if any(v for k, v in leakage.items() if k in ("exact", "near_dup", "group") and v):
+        blocking.append("leakage across splits")
+    if validation is not None and not validation.get("valid", True):
+        blocking.append("the validator found errors")
+    data = {"output_dir": str(out_dir), "files": {k: {**v, "path": str(out_dir / k)} for k, v in manifest["files"].items()},
+            "counts": manifest["counts"], "formats": manifest["formats"], "normalisation": manifest["normalisation"],
+            "check_warnings": manifest["check_warnings"], "dedup": manifest["dedup"], "split": manifest["split"],
+            "leakage": leakage, "mix": mix, "removed_reasons": dict(st["removed_reasons"]),
+            "removed_codes": dict(st["removed_codes"]),
+            "openclaw": manifest.get("openclaw"), "validation": validation, "warnings": warnings,
+            "blocking": blocking,
+            "timings": {k: round(v, 3) for k, v in timings.items()}, "seconds": round(time.time() - t0, 2)}
+    text = _human(data, manifest, validation)
+    return cli.Result(data, text, exit_code=1 if blocking else 0,
+                      inputs=[i for i in opts.inputs if Path(i).is_file()] + ([opts.tools_file] if opts.tools_file else []),
+                      outputs=outputs,
+                      summary={k: manifest["counts"][k] for k in ("input_rows", "kept", "train", "validation", "test",
+                                                                 "removed")})
+
+
+
+# ------------------------------------------------------------------------------ dedup / split / leakage / write
+#
+# Two engines with the same results (tests/test_prepare_streaming.py): ``_stages_on_disk``
+# (default; bounded memory, spill.py) and ``_stages_in_memory`` (the reference). Each returns
+# what the manifest needs plus ``write(folder)``, which writes train/validation/test/removed.jsonl.
+
+
+def _removed_record(r: Row) -> dict[str, Any]:
+    """The removed.jsonl record of a row that could not be read or converted."""
+    rec = {"reason": r.error.get("reason", "unconvertible"), **r.ref(), "code": r.error.get("code"),
+           "detail": r.error.get("detail")}
+    if r.error.get("findings"):
+        rec["findings"] = r.error["findings"]
+    rec["raw"] = r.raw
+    return rec
+
+
+def _stages_in_memory(rows: list[Row], opts: Options, timings: dict[str, float], out_dir: Path) -> dict[str, Any]:
+    import time
+
+    converted = [r for r in rows if r.example is not None]
     t1 = time.time()
     # ---- dedup
     removed: list[dict[str, Any]] = []
@@ -1130,13 +1235,7 @@ def prepare(opts: Options) -> cli.Result:
         kept = survivors
     for r in rows:
         if r.error:
-            rec = {"reason": r.error.get("reason", "unconvertible"), **r.ref(), "code": r.error.get("code"),
-                   "detail": r.error.get("detail")}
-            if r.error.get("findings"):
-                rec["findings"] = r.error["findings"]
-            rec["raw"] = r.raw
-            rec["_i"] = r.index
-            removed.append(rec)
+            removed.append({**_removed_record(r), "_i": r.index})
     removed.sort(key=lambda d: d["_i"])  # input order of the removed rows
     for d in removed:
         del d["_i"]
@@ -1216,97 +1315,80 @@ def prepare(opts: Options) -> cli.Result:
     mix = mix_report([(r.example, _tags(lookup(r.fields, r.example.metadata, opts.tag_field)) if opts.tag_field else [])
                       for r in kept], opts.target_mix, opts.tag_field)
 
-    # ---- write
-    manifest: dict[str, Any] = {
-        "tool": "prepare_data", "manifest_version": 1, "seed": opts.seed,
-        "parameters": {
-            "from": opts.fmt, "split": list(opts.split), "group_by": opts.group_by, "stratify": opts.stratify,
-            "near_dup": opts.near_dup, "near_dup_threshold": opts.near_dup_threshold,
-            "keep_near_dups": opts.keep_near_dups, "num_perm": NUM_PERM, "shingle_words": SHINGLE,
-            "system": opts.system, "tag_field": opts.tag_field, "target_mix": opts.target_mix,
-            "prompt_column": opts.prompt_column, "completion_column": opts.completion_column,
-            "system_column": opts.system_column, "agent_id": opts.agent_id, "date_range": opts.date_range,
-            "min_samples": opts.min_samples, "keep_inbound_metadata": opts.keep_inbound_metadata,
-            "tools_file": Path(opts.tools_file).name if opts.tools_file else None},
-        "inputs": inputs_info,
-        "counts": {"input_rows": n_input, "converted": len(converted),
-                   "unconvertible": sum(1 for r in rows if r.error),
-                   "exact_duplicates": sum(1 for d in removed if d["reason"] == "exact_duplicate"),
-                   "near_duplicates": sum(1 for d in removed if d["reason"] == "near_duplicate"),
-                   "kept": len(kept), "train": len(split_rows[0]), "validation": len(split_rows[1]),
-                   "test": len(split_rows[2]), "removed": len(removed)},
-        "formats": dict(sorted(fmt_counts.items())),
-        "normalisation": dict(sorted(counts.items())),
-        "check_warnings": dict(sorted(warn_codes.items())),
-        "dedup": {"exact_removed": sum(1 for d in removed if d["reason"] == "exact_duplicate"),
-                  "near_removed": sum(1 for d in removed if d["reason"] == "near_duplicate"),
-                  "near_dup_enabled": opts.near_dup, "threshold": opts.near_dup_threshold,
-                  "kept_near_dup_pairs": near_pairs if opts.keep_near_dups else 0,
-                  "method": "MinHash LSH (datasketch) candidates verified by exact Jaccard of hashed word 3-shingles of the conversation without system prompt", "lsh_bands_rows": list(index.params) if index is not None else None},
-        "split": {"ratios": list(opts.split), "targets": dict(zip(SPLITS, split_targets(len(kept), opts.split))),
-                  "units": len(units), "group_by": opts.group_by, "group_missing": group_missing if opts.group_by else None,
-                  "stratify": strata_report},
-        "leakage": leakage,
-        "mix": mix,
-        "files": {},
-    }
-    if is_oc:
-        manifest["openclaw"] = oc_stats
-    assert manifest["counts"]["input_rows"] == len(kept) + len(removed), "row accounting broke"
+    timings["mix"] = time.time() - t1
 
-    validation = None
-    with jsonl.atomic_dir(out_dir, force=opts.force, inputs=opts.inputs) as tmp:
-        names = {0: "train.jsonl", 1: "validation.jsonl", 2: "test.jsonl"}
-        for s, name in names.items():
-            jsonl.write_jsonl(tmp / name, (r.line_obj for r in split_rows[s]), force=True)
-        jsonl.write_jsonl(tmp / "removed.jsonl", removed, force=True)
-        for name in list(names.values()) + ["removed.jsonl"]:
-            n = sum(1 for _ in open(tmp / name, "rb"))
-            manifest["files"][name] = {"rows": n, "sha256": jsonl.sha256_file(tmp / name)}
-        timings["mix_write"] = time.time() - t1
-        t1 = time.time()
-        if opts.validate:
-            validation = _validate(tmp, [names[s] for s in range(3) if split_rows[s]], out_dir)
-            if validation is not None:
-                manifest["validation"] = {"valid": validation.get("valid"),
-                                          "errors": sum(len(f.get("errors", [])) for f in validation.get("files", [])),
-                                          "warnings": sum(len(f.get("warnings", [])) for f in validation.get("files", []))}
-        jsonl.write_json(tmp / "manifest.json", manifest, force=True)
-    timings["validate"] = time.time() - t1
-    outputs = [out_dir / n for n in ("train.jsonl", "validation.jsonl", "test.jsonl", "removed.jsonl", "manifest.json")]
+    def write(folder: Path) -> None:
+        for s, name in enumerate(("train.jsonl", "validation.jsonl", "test.jsonl")):
+            jsonl.write_jsonl(folder / name, (r.line_obj for r in split_rows[s]), force=True)
+        jsonl.write_jsonl(folder / "removed.jsonl", removed, force=True)
 
-    warnings = []
+    return {"removed_reasons": Counter(d["reason"] for d in removed),
+            "removed_codes": Counter(d.get("code") for d in removed if d.get("code")),
+            "near_pairs": near_pairs, "units": len(units), "group_missing": group_missing, "strata": strata_report,
+            "split_sizes": [len(split_rows[s]) for s in range(3)], "leakage": leakage, "mix": mix, "write": write}
+
+
+def _stages_on_disk(rows: Iterable[Row], opts: Options, timings: dict[str, float], out_dir: Path) -> dict[str, Any]:
+    """The same stages in bounded memory: rows are spilled to a SQLite scratch store as they come
+    (``rows`` may be a generator), only compact keys stay in RAM (see spill.py)."""
+    import time
+
+    from .spill import SpillEngine
+
+    t1 = time.time()
+    eng = SpillEngine(out_dir.parent if out_dir.parent.exists() else None, near_dup=opts.near_dup,
+                      threshold=opts.near_dup_threshold, keep_near_dups=opts.keep_near_dups,
+                      workers=opts.workers, progress=cli.progress)
     try:
-        from .validate import MIN_EXAMPLES
-    except ImportError:
-        MIN_EXAMPLES = 10
-    if len(split_rows[0]) < MIN_EXAMPLES:
-        warnings.append(f"the train split has {len(split_rows[0])} examples; OpenAI fine-tuning requires at "
-                        f"least {MIN_EXAMPLES} (improvements usually start at 50-100)")
-    if any(len(split_rows[s]) == 0 for s in (1, 2)) and any(opts.split[s] > 0 for s in (1, 2)):
-        warnings.append("validation and/or test split is empty (too few examples/groups for the requested split)")
-    if mix["short"]:
-        warnings.append("short of the target mix: " + ", ".join(mix["short"]))
-    blocking = []
-    if any(v for k, v in leakage.items() if k in ("exact", "near_dup", "group") and v):
-        blocking.append("leakage across splits")
-    if validation is not None and not validation.get("valid", True):
-        blocking.append("the validator found errors")
-    data = {"output_dir": str(out_dir), "files": {k: {**v, "path": str(out_dir / k)} for k, v in manifest["files"].items()},
-            "counts": manifest["counts"], "formats": manifest["formats"], "normalisation": manifest["normalisation"],
-            "check_warnings": manifest["check_warnings"], "dedup": manifest["dedup"], "split": manifest["split"],
-            "leakage": leakage, "mix": mix, "removed_reasons": dict(Counter(d["reason"] for d in removed)),
-            "removed_codes": dict(Counter(d.get("code") for d in removed if d.get("code"))),
-            "openclaw": manifest.get("openclaw"), "validation": validation, "warnings": warnings,
-            "blocking": blocking,
-            "timings": {k: round(v, 3) for k, v in timings.items()}, "seconds": round(time.time() - t0, 2)}
-    text = _human(data, manifest, validation)
-    return cli.Result(data, text, exit_code=1 if blocking else 0,
-                      inputs=[i for i in opts.inputs if Path(i).is_file()] + ([opts.tools_file] if opts.tools_file else []),
-                      outputs=outputs,
-                      summary={k: manifest["counts"][k] for k in ("input_rows", "kept", "train", "validation", "test",
-                                                                 "removed")})
+        for r in rows:
+            _feed(eng, r, opts)
+        n = eng.dedup()
+        timings["dedup"] = time.time() - t1
+        t1 = time.time()
+        sp = eng.split(opts.split, opts.seed, group_by=bool(opts.group_by), stratify=bool(opts.stratify))
+        timings["split"] = time.time() - t1
+        t1 = time.time()
+        leakage = eng.leakage(group_by=bool(opts.group_by))
+        timings["leakage_check"] = time.time() - t1
+        t1 = time.time()
+        n_kept, by_key = eng.mix_counts()
+        mix = mix_summary(n_kept, by_key, opts.target_mix, opts.tag_field)
+        timings["mix"] = time.time() - t1
+    except BaseException:
+        eng.close()
+        raise
+    reasons = Counter(eng.removed_reasons)
+    for k, v in (("exact_duplicate", n["exact"]), ("near_duplicate", n["near"])):
+        if v:
+            reasons[k] += v
 
+    def write(folder: Path) -> None:
+        try:
+            eng.write(folder)
+        finally:
+            eng.close()
+
+    return {"removed_reasons": reasons, "removed_codes": Counter(eng.removed_codes), "near_pairs": n["near_pairs"],
+            "units": sp["units"], "group_missing": sp["group_missing"], "strata": sp["stratify"],
+            "split_sizes": sp["counts"], "leakage": leakage, "mix": mix, "write": write}
+
+
+def _feed(eng, r: Row, opts: Options) -> None:
+    """Hand one finished row to the disk engine, with the keys its stages need."""
+    if r.example is None:
+        eng.add_removed(r.ref(), _removed_record(r))
+        return
+    ex = r.example
+    group = stratum = None
+    if opts.group_by:
+        v = lookup(r.fields, ex.metadata, opts.group_by)
+        group = _hashable(v) if v is not None else None
+    if opts.stratify:
+        v = lookup(r.fields, ex.metadata, opts.stratify)
+        stratum = _hashable(v) if v is not None else "(none)"
+    tags = _tags(lookup(r.fields, ex.metadata, opts.tag_field)) if opts.tag_field else []
+    eng.add_converted(r.ref(), r.line_obj, exact_key=exact_key(ex), near_text=near_text(ex), group=group,
+                      stratum=stratum, mix_key=(frozenset(_mix_categories(ex, tags, opts.target_mix)), tuple(tags)))
 
 def _check_leakage(split_rows: dict[int, list[Row]], keys: dict[int, str],
                    index: NearDupIndex | None) -> dict[str, Any]:
