@@ -325,6 +325,9 @@ class SpillEngine:
             near_pairs = self._near_pass()
         counts = {"exact": int((self.status == 1).sum()), "near": int((self.status == 2).sum()),
                   "kept": int((self.status == 0).sum()), "near_pairs": near_pairs}
+        for reason, k in (("exact_duplicate", counts["exact"]), ("near_duplicate", counts["near"])):
+            if k:
+                self.removed_reasons[reason] += k
         self.result["dedup"] = counts
         return counts
 
