@@ -156,3 +156,55 @@ def test_band_keys_group_exactly_like_band_values():
         same_raw = inv_raw.ravel()[:, None] == inv_raw.ravel()[None, :]
         same_key = inv_key.ravel()[:, None] == inv_key.ravel()[None, :]
         assert (same_raw == same_key).all()
+
+
+# ------------------------------------------------------------------------------ past one machine: datatrove
+
+
+def test_datatrove_removed_list_feeds_prepare(tmp_path):
+    """datatrove's MinHash pipeline (local executor) finds the planted near duplicates of a tiny
+    corpus; prepare_data --near-dup-removed drops exactly the listed rows, splits the rest and
+    still re-checks near-duplicate leakage with its own signatures."""
+    pytest.importorskip("datatrove")
+    pytest.importorskip("orjson")
+    from conftest import run_json
+
+    from finetune_kit import datatrove_dedup as dt
+
+    rnd = random.Random(21)
+    vocab = [f"v{i}" for i in range(500)]
+    base = [_chat(" ".join(rnd.choices(vocab, k=10)), " ".join(rnd.choices(vocab, k=40))) for _ in range(60)]
+    rows, planted = list(base), {}
+    for k in range(12):                               # one word changed at the end: J ~ 0.95
+        r = json.loads(json.dumps(base[k * 5]))
+        r["messages"][1]["content"] = r["messages"][1]["content"].rsplit(" ", 1)[0] + " changed"
+        rows.append(r)
+        planted[len(rows)] = k * 5 + 1                # line of the copy -> line of its original
+    data_dir = tmp_path / "exports"
+    data_dir.mkdir()
+    _write(data_dir / "part.jsonl", rows)
+
+    removed = dt.run(str(data_dir), str(tmp_path / "work"), executor="local", tasks=2, workers=1)
+    got = {d["line"]: d for d in removed}
+    assert all(d["source"] == "part.jsonl" for d in removed)
+    assert set(got) <= set(planted) | {planted[ln] for ln in planted}       # no unrelated row
+    for ln, orig in planted.items():                  # one row of every planted pair goes ...
+        assert (ln in got) != (orig in got)
+        gone = ln if ln in got else orig              # ... naming the other as what it duplicates
+        assert got[gone]["duplicate_of"] == {"source": "part.jsonl", "line": orig if gone == ln else ln}
+
+    # the CLI writes the same list; prepare_data consumes it
+    out_list = tmp_path / "removed_list.jsonl"
+    code, doc = run_json("near_dedup_cluster", str(data_dir), "--work", str(tmp_path / "work2"),
+                         "--output", str(out_list), "--tasks", "1")
+    assert code == 0 and doc["removed"] == len(removed) == 12
+    code, doc = run_json("prepare_data", str(data_dir / "part.jsonl"), "--near-dup-removed", str(out_list),
+                         "--output-dir", str(tmp_path / "prep"))
+    assert code == 0 and doc["counts"]["near_duplicates"] == 12 and doc["counts"]["kept"] == 60
+    assert doc["dedup"]["removed_list"] == {"file": "removed_list.jsonl", "entries": 12,
+                                             "removed_as_near_duplicate": 12}
+    assert doc["leakage"]["near_dup"] == 0 and "near_dup" in doc["leakage"]["checked"]
+    rem = [json.loads(x) for x in (tmp_path / "prep" / "removed.jsonl").read_text().splitlines()]
+    assert {r["line"] for r in rem} == {d["line"] for d in removed}
+    assert all(r["reason"] == "near_duplicate" and r["similarity"] is None and "datatrove" in r["detected_by"]
+               and r["duplicate_of"]["source"] == "part.jsonl" for r in rem)

@@ -36,6 +36,8 @@ _EXTRAS = {
     "datasketch": ("datasketch", "core"),
     "zstandard": ("zstandard", "core"),
     "yaml": ("pyyaml", "core"),
+    "datatrove": ("datatrove", "cluster"),
+    "orjson": ("orjson", "cluster"),
 }
 
 

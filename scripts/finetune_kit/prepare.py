@@ -99,6 +99,7 @@ class Options:
     # "disk": the bounded-memory engine (spill.py, the default); "memory": everything in RAM (the
     # reference implementation the tests and bench/prepare.py compare the disk engine against)
     engine: str = "disk"
+    near_dup_removed: str | None = None  # removed list from near_dedup_cluster.py (replaces the own near-dup search)
     workers: int | None = None  # MinHash worker processes of the disk engine (None: cores - 1)
 
 
@@ -379,6 +380,7 @@ class Outcome:
     input_rows: int = 0
     converted: int = 0
     close: Callable[[], None] = lambda: None  # frees the engine's scratch space (idempotent)
+    removed_list: dict[str, Any] | None = None  # --near-dup-removed: file, entries, rows it removed
 
     @property
     def kept(self) -> int:
@@ -731,7 +733,8 @@ def build_manifest(opts: Options, rd: ReadSummary, counts: dict[str, int], out: 
                   "kept_near_dup_pairs": out.near_pairs if opts.keep_near_dups else 0,
                   "method": "MinHash LSH (datasketch) candidates verified by exact Jaccard of hashed word 3-shingles "
                             "of the conversation without system prompt",
-                  "lsh_bands_rows": list(lsh_params(opts.near_dup_threshold)) if opts.near_dup else None},
+                  "lsh_bands_rows": list(lsh_params(opts.near_dup_threshold)) if opts.near_dup else None,
+                  "removed_list": out.removed_list},
         "split": {"ratios": list(opts.split), "targets": dict(zip(SPLITS, split_targets(out.kept, opts.split))),
                   "units": out.units, "group_by": opts.group_by,
                   "group_missing": out.group_missing if opts.group_by else None, "stratify": out.strata},
@@ -783,6 +786,11 @@ def run_warnings(out: Outcome, opts: Options, mix: dict[str, Any]) -> list[str]:
         warnings.append("validation and/or test split is empty (too few examples/groups for the requested split)")
     if mix["short"]:
         warnings.append("short of the target mix: " + ", ".join(mix["short"]))
+    rl = out.removed_list
+    if rl and rl["entries"] > rl["removed_as_near_duplicate"]:
+        warnings.append(f"{rl['entries'] - rl['removed_as_near_duplicate']:,} of {rl['entries']:,} rows in "
+                        f"{rl['file']} were not removed as near duplicates (not in the inputs, not converted, "
+                        "or already exact duplicates)")
     return warnings
 
 
@@ -859,9 +867,13 @@ def run_on_disk(opts: Options, ctx: ReadContext, timings: dict[str, float], t0: 
     read; dedup/split/verify work on compact keys; the write pass scans the spill (spill.py)."""
     from .spill import SpillEngine
 
+    external = None
+    if opts.near_dup_removed:
+        from .datatrove_dedup import load_removed_list
+        external = load_removed_list(opts.near_dup_removed)
     eng = SpillEngine(out_dir.parent if out_dir.parent.is_dir() else None, near_dup=opts.near_dup,
                       threshold=opts.near_dup_threshold, keep_near_dups=opts.keep_near_dups,
-                      workers=opts.workers, progress=cli.progress)
+                      workers=opts.workers, progress=cli.progress, external_near=external is not None)
     try:
         rd = ReadSummary([], Counter(), Counter(), False)
         n_input = n_conv = 0
@@ -873,12 +885,15 @@ def run_on_disk(opts: Options, ctx: ReadContext, timings: dict[str, float], t0: 
                 n_conv += 1
             elif first_error is None:
                 first_error = r
-            _feed(eng, r, opts)
+            _feed(eng, r, opts, external)
         rd.is_oc = any(i["format"] == "openclaw" for i in rd.inputs_info)
         check_counts(n_input, n_conv, first_error, rd.is_oc, opts, ctx.stats)
         timings["read_convert"] = time.time() - t0
         out = _disk_stages(eng, opts, timings)
         out.input_rows, out.converted = n_input, n_conv
+        if external is not None:
+            out.removed_list = {"file": Path(opts.near_dup_removed).name, "entries": len(external),
+                                "removed_as_near_duplicate": out.removed_reasons.get("near_duplicate", 0)}
     except BaseException:
         eng.close()
         raise
@@ -909,8 +924,9 @@ def _disk_stages(eng, opts: Options, timings: dict[str, float]) -> Outcome:
                    close=eng.close)
 
 
-def _feed(eng, r: Row, opts: Options) -> None:
-    """Hand one finished row to the disk engine, with the keys its later stages need."""
+def _feed(eng, r: Row, opts: Options, external: dict[tuple[str, int], Any] | None = None) -> None:
+    """Hand one finished row to the disk engine, with the keys its later stages need
+    (``external``: the --near-dup-removed list, ``(source, line) -> duplicate_of``)."""
     if r.example is None:
         eng.add_removed(r.ref(), removed_record(r))
         return
@@ -923,8 +939,12 @@ def _feed(eng, r: Row, opts: Options) -> None:
         v = lookup(r.fields, ex.metadata, opts.stratify)
         stratum = _hashable(v) if v is not None else "(none)"
     tags = _tags(lookup(r.fields, ex.metadata, opts.tag_field)) if opts.tag_field else []
+    ext = None
+    if external is not None and (r.source, r.line) in external:
+        ext = {"duplicate_of": external[(r.source, r.line)], "detected_by": "near_dedup_cluster.py (datatrove)"}
     eng.add_converted(r.ref(), r.line_obj, exact_key=exact_key(ex), near_text=near_text(ex), group=group,
-                      stratum=stratum, mix_key=(frozenset(_mix_categories(ex, tags, opts.target_mix)), tuple(tags)))
+                      stratum=stratum, mix_key=(frozenset(_mix_categories(ex, tags, opts.target_mix)), tuple(tags)),
+                      external=ext)
 
 
 def prepare(opts: Options) -> cli.Result:
@@ -933,6 +953,8 @@ def prepare(opts: Options) -> cli.Result:
     out_dir = check_output_dir(opts)
     if opts.engine not in ("disk", "memory"):
         raise UsageError(f"engine {opts.engine!r}: expected 'disk' or 'memory'")
+    if opts.near_dup_removed and (opts.keep_near_dups or opts.engine == "memory"):
+        raise UsageError("--near-dup-removed drops the listed rows; it cannot be combined with --keep-near-dups")
     tools = load_tools_file(opts.tools_file) if opts.tools_file else None
     ctx = ReadContext(opts=opts, counts={}, stats={}, tools=tools)
     timings: dict[str, float] = {}

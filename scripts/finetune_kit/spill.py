@@ -146,13 +146,17 @@ class SpillEngine:
     def __init__(self, workdir: str | os.PathLike | None = None, *, near_dup: bool = True,
                  threshold: float = 0.85, keep_near_dups: bool = False, num_perm: int = dedup.NUM_PERM,
                  workers: int | None = None, chunk_rows: int | None = None,
-                 progress: Callable[..., Any] | None = None):
+                 progress: Callable[..., Any] | None = None, external_near: bool = False):
         import numpy as np
 
         self.np = np
         self._own_dir = tempfile.mkdtemp(prefix=".prepare-spill-", dir=workdir)
         self.dir = Path(self._own_dir)
         self.near_dup, self.threshold, self.keep_near_dups = near_dup, threshold, keep_near_dups
+        # external_near: near duplicates come from a removed list (near_dedup_cluster.py) instead of
+        # the own search; the own sketches (near_dup) then only serve the leakage re-check
+        self.external_near = external_near
+        self._external: dict[int, str] = {}  # c-index -> removed.jsonl fragment (duplicate_of ...)
         self.num_perm = num_perm
         self.params = dedup.lsh_params(threshold, num_perm)
         self.workers = default_workers() if workers is None else workers
@@ -191,10 +195,17 @@ class SpillEngine:
     # ------------------------------------------------------------------ stage 1: spill + sketch
 
     def add_converted(self, ref: dict[str, Any], line: dict[str, Any], *, exact_key: str, near_text: str,
-                      group: str | None = None, stratum: str | None = None, mix_key: Hashable = None) -> None:
+                      group: str | None = None, stratum: str | None = None, mix_key: Hashable = None,
+                      external: dict[str, Any] | None = None) -> None:
         """A row that converted: ``ref`` (source/line/session), its output ``line``, the hex sha256
         of its normalised conversation, the text near-dup detection compares, its --group-by value
-        (as a string, None when missing), its --stratify label and its mix-report key."""
+        (as a string, None when missing), its --stratify label and its mix-report key;
+        ``external``: its removed-list record when an external near-dup pass removed it."""
+        if external is not None:
+            by = external.get("detected_by") or "removed list"
+            dup = external.get("duplicate_of")
+            self._external[self.n_converted] = (f'"duplicate_of": {_dump(dup) if isinstance(dup, dict) else "null"}, '
+                                                f'"similarity": null, "detected_by": {_dump(str(by))}')
         self._insert(_dump(ref), _dump(line))
         self._cpos.append(self.n_rows - 1)
         self._exact += bytes.fromhex(exact_key)[:16]
@@ -322,6 +333,11 @@ class SpillEngine:
         near_pairs = 0
         if self.near_dup:
             self._open_hashes()
+        if self.external_near:
+            for c in self._external:
+                if self.status[c] == 0:
+                    self.status[c] = 2
+        elif self.near_dup:
             near_pairs = self._near_pass()
         counts = {"exact": int((self.status == 1).sum()), "near": int((self.status == 2).sum()),
                   "kept": int((self.status == 0).sum()), "near_pairs": near_pairs}
@@ -586,6 +602,11 @@ class SpillEngine:
                 if s >= 0:
                     outs[s].write(body + "\n")
                     counts[FILES[s]] += 1
+                    continue
+                if self.dup_of[c] < 0:  # removed by the external near-dup list
+                    fr.write(f'{{"reason": "near_duplicate", {ref[1:-1]}, {self._external[int(c)]}, '
+                             f'"example": {body}}}\n')
+                    counts["removed.jsonl"] += 1
                     continue
                 first = int(cpos[self.dup_of[c]])
                 dref = get_ref.execute("SELECT ref FROM rows WHERE pos = ?", (first,)).fetchone()[0]
