@@ -24,6 +24,13 @@ Pipeline (``prepare(opts)``; ``scripts/prepare_data.py`` is the CLI), one functi
            answers by ``REFUSAL_PATTERNS``, tags) against a target mix, the splits, removed.jsonl and
            manifest.json written atomically; the validator library runs on the outputs.
 8. report  ``report``: the --json document, the human summary, the exit code.
+
+Two engines run stages 1-7 with byte-identical results (``Options.engine``): ``run_on_disk``
+(default) streams each row through read -> convert -> clean into ``spill.SpillEngine``, which
+spills it to a scratch SQLite file and keeps only compact keys in memory (flat memory at millions
+of rows; MinHash in worker processes); ``run_in_memory`` holds every row and is the reference the
+tests and ``bench/prepare.py`` compare against. ``--near-dup-removed`` replaces the own near-dup
+search by a removed list from ``near_dedup_cluster.py`` (datatrove, past one machine).
 """
 
 from __future__ import annotations
