@@ -385,7 +385,10 @@ class SpillEngine:
         np = self.np
         items = np.flatnonzero((self.status == 0) & (np.frombuffer(self._lens, dtype=np.int32) > 0))
         coll, starts, ids = self._buckets(items)
-        members: dict[int, list[int]] = {}
+        # stored (kept) rows per bucket: the first in a flat list, any further ones in a dict
+        # (in keep-first mode a bucket rarely holds two kept rows) - ~8 bytes per bucket
+        first: list[int] = [-1] * (int(ids.max()) + 1 if len(ids) else 0)
+        more: dict[int, list[int]] = {}
         near_pairs = 0
         thr = self.threshold
         bar = self._progress(total=len(coll), desc="near-dup", unit="row")
@@ -394,9 +397,11 @@ class SpillEngine:
             bks = ids[starts[k]:starts[k + 1]].tolist()
             cands: set[int] = set()
             for bk in bks:
-                m = members.get(bk)
-                if m:
-                    cands.update(m)
+                f = first[bk]
+                if f >= 0:
+                    cands.add(f)
+                    if bk in more:
+                        cands.update(more[bk])
             matches = []
             if cands:
                 h = self._hashes(c)
@@ -415,7 +420,10 @@ class SpillEngine:
                 near_pairs += 1
                 self.near_unions.extend((c, cand) for cand, _ in matches)
             for bk in bks:
-                members.setdefault(bk, []).append(c)
+                if first[bk] < 0:
+                    first[bk] = c
+                else:
+                    more.setdefault(bk, []).append(c)
             bar.update(1)
         bar.close()
         return near_pairs
