@@ -48,7 +48,7 @@ import tempfile
 from array import array
 from collections import Counter, deque
 from pathlib import Path
-from typing import Any, Callable, Hashable, Iterable
+from typing import Any, Callable, Hashable
 
 from . import dedup, jsonl
 
@@ -663,10 +663,3 @@ class _NoBar:
 
     def close(self) -> None:
         pass
-
-
-def spill_progress(iterable: Iterable | None = None, **kw):
-    """``cli.progress`` (a tqdm bar on a TTY's stderr)."""
-    from . import cli
-
-    return cli.progress(iterable, **kw)
