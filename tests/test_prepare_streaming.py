@@ -208,3 +208,14 @@ def test_datatrove_removed_list_feeds_prepare(tmp_path):
     assert {r["line"] for r in rem} == {d["line"] for d in removed}
     assert all(r["reason"] == "near_duplicate" and r["similarity"] is None and "datatrove" in r["detected_by"]
                and r["duplicate_of"]["source"] == "part.jsonl" for r in rem)
+
+
+def test_disk_engine_cleans_up_when_prepare_fails(tmp_path):
+    """Nothing convertible -> exit-2 error after streaming; the scratch folder is still removed."""
+    from finetune_kit.errors import UsageError
+
+    src = _write(tmp_path / "bad.jsonl", ["{not json", {"unknown": 1}])
+    with pytest.raises(UsageError, match="no row could be converted"):
+        _run(src, tmp_path / "out", "disk")
+    assert not (tmp_path / "out").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".prepare-spill-")]
