@@ -7,7 +7,9 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from finetune_kit import bootstrap  # noqa: E402  (stdlib only)
 
+bootstrap.ensure(__file__)  # re-runs with <skill>/.venv when that is where the packages are
 from finetune_kit import audit, cli  # noqa: E402
 from finetune_kit.errors import UsageError  # noqa: E402
 

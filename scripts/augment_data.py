@@ -7,8 +7,12 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from finetune_kit import bootstrap  # noqa: E402  (stdlib only)
 
-from finetune_kit import augment, cli, jsonl, openai_compat  # noqa: E402
+bootstrap.ensure(__file__)  # re-runs with <skill>/.venv when that is where the packages are
+from finetune_kit import cli, jsonl  # noqa: E402
+augment = bootstrap.lazy_module("finetune_kit.augment")
+openai_compat = bootstrap.lazy_module("finetune_kit.openai_compat")
 from finetune_kit.errors import UsageError  # noqa: E402
 
 

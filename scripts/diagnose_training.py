@@ -7,7 +7,9 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from finetune_kit import bootstrap  # noqa: E402  (stdlib only)
 
+bootstrap.ensure(__file__)  # re-runs with <skill>/.venv when that is where the packages are
 from finetune_kit import cli  # noqa: E402
 
 
@@ -44,7 +46,11 @@ def handle(args) -> cli.Result:
     doc = {"findings": res["findings"], "best_step": res["best_step"], "best_step_reason": res["best_step_reason"],
            "summary": res["summary"], "log": str(src), "format": fmt, "plot": None}
     outputs = []
-    if args.plot:
+    doc["plot_skipped"] = None
+    if args.plot and not bootstrap.has_module("matplotlib"):   # optional: the diagnosis stands without it
+        doc["plot_skipped"] = bootstrap.missing_line("matplotlib", script="diagnose_training")
+        print(f"warning: --plot skipped: {doc['plot_skipped']}", file=sys.stderr)
+    elif args.plot:
         from finetune_kit import plots
 
         plots.plot_loss_curve(rows, args.plot, best_step=res["best_step"], findings=res["findings"])
@@ -58,7 +64,8 @@ def handle(args) -> cli.Result:
         at = f" at step {f['step']}" if f["step"] is not None else ""
         lines.append(f"{icon[f['severity']]} {f['code']}{at}: {f['message']}")
         lines.append(f"     fix: {f['fix']}")
-    lines.append(f"best_step: {res['best_step']} ({res['best_step_reason']})")
+    best = "none" if res["best_step"] is None else res["best_step"]
+    lines.append(f"best_step: {best} ({res['best_step_reason']})")
     if doc["plot"]:
         lines.append(f"plot: {doc['plot']}")
     summary = {"codes": [f["code"] for f in res["findings"]], "best_step": res["best_step"]}

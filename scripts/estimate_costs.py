@@ -7,9 +7,12 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from finetune_kit import bootstrap  # noqa: E402  (stdlib only)
 
-from finetune_kit import cli, costs  # noqa: E402
-from finetune_kit import providers as P  # noqa: E402
+bootstrap.ensure(__file__)  # re-runs with <skill>/.venv when that is where the packages are
+from finetune_kit import cli  # noqa: E402
+costs = bootstrap.lazy_module("finetune_kit.costs")
+P = bootstrap.lazy_module("finetune_kit.providers")
 from finetune_kit.errors import UsageError  # noqa: E402
 
 
@@ -18,16 +21,18 @@ def build_parser():
         "estimate_costs",
         "Training cost (dataset tokens x epochs x price), per-request inference cost of the base model\n"
         "with its long prompt vs the fine-tuned model with a shorter one, monthly savings, break-even,\n"
-        "and the self-hosted alternative (rented GPU hours + 24/7 serving). Prices come from the dated\n"
-        "data file (scripts/finetune_kit/data/providers.yaml, see costs.md); every one can be overridden\n"
-        "($ per 1M tokens). Exit 1 when the chosen offering is retired.",
+        "and the self-hosted alternative (GPU hours incl. model load and evaluation + 24/7 serving).\n"
+        "The baseline is today's model (--current-model NAME, e.g. gpt-4.1); the prompt-only switch to a\n"
+        "smaller model (no fine-tune) is always priced next to it. Prices come from the dated data file\n"
+        "(scripts/finetune_kit/data/providers.yaml, see costs.md); every one can be overridden ($ per 1M\n"
+        "tokens). Warns when the data file is more than 90 days old. Exit 1 when the chosen offering is retired.",
         cli.examples_for(
             "estimate_costs",
-            "--provider openai --model gpt-4.1-mini --train train.jsonl --base-prompt-tokens 2500 "
-            "--ft-prompt-tokens 400 --output-tokens 200 --requests-per-month 300000",
-            "--training-tokens 2000000 --examples 1000 --params-b 8 --compare --base-input-price 0.40 "
-            "--base-output-price 1.60 --base-prompt-tokens 2500 --output-tokens 200 --requests-per-month 300000",
-            "--provider together --params-b 8 --train train.jsonl --json"),
+            "--current-model gpt-4.1 --provider openai --model gpt-4.1-mini --train train.jsonl "
+            "--base-prompt-tokens 2500 --ft-prompt-tokens 400 --output-tokens 200 --requests-per-month 200000",
+            "--current-model gpt-4.1 --compare --training-tokens 2000000 --examples 1000 --params-b 8 "
+            "--base-prompt-tokens 2500 --ft-prompt-tokens 400 --output-tokens 200 --requests-per-month 200000",
+            "--gpu rtx4090 --power-price 0.30 --gpu-price 0.05 --params-b 8 --training-tokens 2000000 --json"),
         writes_outputs=False)
     g = p.add_argument_group("what to price")
     g.add_argument("--provider", metavar="ID", help="provider id or alias from the data file "
@@ -37,7 +42,12 @@ def build_parser():
     g.add_argument("--params-b", type=float, metavar="N",
                    help="model size in billions: picks Together/Fireworks price tiers and sizes the "
                         "self-hosted estimate (default: the model's size, else 8)")
+    g.add_argument("--current-model", metavar="NAME",
+                   help="the model you run today (e.g. gpt-4.1, openai/gpt-4o, gpt-6-luna): its prices are the "
+                        "baseline, and its smaller/newer alternatives are priced prompt-only (no fine-tune)")
     g.add_argument("--compare", action="store_true", help="also price the same workload across all providers")
+    g.add_argument("--gpu", metavar="ID", help="one GPU type (rtx-4090/rtx4090, a100-80gb, a100-40gb, h100-sxm): "
+                   "limits the self-hosted rows to it and is the GPU --gpu-price/--power-price price")
     g = p.add_argument_group("training data")
     g.add_argument("--train", nargs="+", metavar="FILE", help="training JSONL file(s): tokens counted with the "
                    "real tokenizer (the validator's counter)")
@@ -57,6 +67,10 @@ def build_parser():
     g.add_argument("--cached-share", type=float, default=0.0, metavar="F",
                    help="share 0-1 of prompt tokens billed at the cached-input price (needs --*-cached-price)")
     g.add_argument("--requests-per-month", type=float, metavar="N", help="requests per month")
+    g.add_argument("--eval-tokens", type=int, metavar="N", help="held-out tokens per evaluation in the self-hosted "
+                   "training time (default 10%% of the training tokens)")
+    g.add_argument("--evals", type=int, default=10, metavar="N",
+                   help=f"evaluations per training run in the self-hosted time (default 10)")
     g = p.add_argument_group("price overrides ($ per 1M tokens unless noted)")
     for flag, what in (("--train-price", "training price per 1M training tokens"),
                        ("--base-input-price", "base model input"), ("--base-output-price", "base model output"),
@@ -64,7 +78,10 @@ def build_parser():
                        ("--base-cached-price", "base model cached input"),
                        ("--ft-cached-price", "fine-tuned model cached input"),
                        ("--fixed-monthly-cost", "USD per month for dedicated/provisioned serving"),
-                       ("--gpu-price", "USD per GPU-hour for your own hardware (adds own-hardware rows)"),
+                       ("--gpu-price", "USD per GPU-hour, amortised, for YOUR OWN --gpu (adds one own-hardware row; "
+                                       "rental rows keep their own prices)"),
+                       ("--power-price", "USD per kWh: adds power (board watts x hours) to your own --gpu's cost"),
+                       ("--gpu-watts", "board power in watts of your --gpu (default: the data file's TDP)"),
                        ("--throughput", "measured LoRA training tokens/s (replaces the estimate)")):
         g.add_argument(flag, type=float, metavar="X", help=what)
     g = p.add_argument_group("data")
@@ -81,12 +98,19 @@ def _check(args) -> None:
         v = getattr(args, name)
         if v is not None and v < 0:
             raise UsageError(f"--{name.replace('_', '-')} must be >= 0, got {v:g}")
-    for name in ("params_b", "gpu_price", "throughput"):
+    for name in ("params_b", "gpu_price", "throughput", "power_price", "gpu_watts"):
         v = getattr(args, name)
         if v is not None and v <= 0:
             raise UsageError(f"--{name.replace('_', '-')} must be > 0, got {v:g}")
     if args.examples is not None and args.examples < 1:
         raise UsageError("--examples must be >= 1")
+    if args.eval_tokens is not None and args.eval_tokens < 0:
+        raise UsageError(f"--eval-tokens must be >= 0, got {args.eval_tokens}")
+    if args.evals < 0:
+        raise UsageError(f"--evals must be >= 0, got {args.evals}")
+    if (args.gpu_price is not None or args.power_price is not None or args.gpu_watts is not None) and not args.gpu:
+        raise UsageError("--gpu-price/--power-price/--gpu-watts price ONE GPU of your own: add --gpu ID "
+                         "(e.g. --gpu rtx4090)")
     if not 0 <= args.cached_share <= 1:
         raise UsageError(f"--cached-share must be between 0 and 1, got {args.cached_share:g}")
     if args.train and args.training_tokens is not None:
@@ -97,10 +121,11 @@ def _check(args) -> None:
         raise UsageError("--ft-prompt-tokens needs --base-prompt-tokens and --output-tokens")
     if args.model and not args.provider:
         raise UsageError("--model needs --provider (e.g. --provider openai --model gpt-4.1-mini)")
-    if not (args.provider or args.compare or args.train_price is not None or args.base_input_price is not None
-            or args.ft_input_price is not None):
-        raise UsageError("say what to price: --provider ID [--model ID], --compare, or your own prices "
-                         "(--train-price, --base-input-price, ...); providers are listed in providers.md")
+    if not (args.provider or args.compare or args.gpu or args.current_model or args.train_price is not None
+            or args.base_input_price is not None or args.ft_input_price is not None):
+        raise UsageError("say what to price: --provider ID [--model ID], --compare, --current-model NAME, --gpu ID, "
+                         "or your own prices (--train-price, --base-input-price, ...); providers are listed in "
+                         "providers.md")
 
 
 def handle(args) -> cli.Result:
@@ -108,6 +133,10 @@ def handle(args) -> cli.Result:
     on = P.parse_date(args.as_of)
     d = P.load(args.data)
     warnings: list[str] = []
+    stale = P.stale_warning(d, on)
+    if stale:
+        warnings.append(stale)
+    gpu = d.gpu_id(args.gpu) if args.gpu else None
     # model size: flag > model entry > default 8 (the throughput reference)
     params_b, params_source = (args.params_b, "flag") if args.params_b else (
         d.throughput_reference.params_b, "default")
@@ -148,8 +177,9 @@ def handle(args) -> cli.Result:
     ft_prompt = args.ft_prompt_tokens
     if args.base_prompt_tokens is not None and ft_prompt is None:
         ft_prompt = args.base_prompt_tokens
-        warnings.append("--ft-prompt-tokens not given: the fine-tuned prompt is assumed as long as the base "
-                        "prompt; fine-tuning usually saves money only by shortening the prompt")
+        if args.provider or args.compare or args.ft_input_price is not None:
+            warnings.append("--ft-prompt-tokens not given: the fine-tuned prompt is assumed as long as the base "
+                            "prompt; fine-tuning usually saves money only by shortening the prompt")
     if args.base_prompt_tokens is None:
         warnings.append("no request size: pass --base-prompt-tokens, --ft-prompt-tokens and --output-tokens "
                         "(and --requests-per-month) for per-request costs, savings and break-even")
@@ -158,12 +188,14 @@ def handle(args) -> cli.Result:
                        method=args.method, base_prompt_tokens=args.base_prompt_tokens, ft_prompt_tokens=ft_prompt,
                        output_tokens=args.output_tokens, cached_share=args.cached_share,
                        requests_per_month=args.requests_per_month, params_b=params_b, params_source=params_source,
-                       max_tokens_per_example=max_tok, tokenizer=tok_name, counted_from=counted)
+                       max_tokens_per_example=max_tok, tokenizer=tok_name, counted_from=counted,
+                       eval_tokens=args.eval_tokens, evals=args.evals)
     ov = costs.Overrides(train_price=args.train_price, base_input_price=args.base_input_price,
                          base_output_price=args.base_output_price, ft_input_price=args.ft_input_price,
                          ft_output_price=args.ft_output_price, base_cached_price=args.base_cached_price,
                          ft_cached_price=args.ft_cached_price, fixed_monthly_cost=args.fixed_monthly_cost,
-                         gpu_price=args.gpu_price, throughput=args.throughput)
+                         gpu=gpu, gpu_price=args.gpu_price, power_price=args.power_price,
+                         gpu_watts=args.gpu_watts, throughput=args.throughput, current_model=args.current_model)
     doc, code = costs.estimate(d, w, provider=args.provider, model=args.model, ov=ov, on=on, compare=args.compare)
     doc["warnings"] = doc["warnings"] + warnings   # lifecycle first: it matters most
     summary = {k: doc[k] for k in ("provider", "model", "training_cost", "monthly_savings",

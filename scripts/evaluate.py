@@ -7,7 +7,9 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from finetune_kit import bootstrap  # noqa: E402  (stdlib only)
 
+bootstrap.ensure(__file__)  # re-runs with <skill>/.venv when that is where the packages are
 from finetune_kit import cli  # noqa: E402
 from finetune_kit import metrics as M  # noqa: E402
 
@@ -23,13 +25,18 @@ def build_parser():
         "  --base-model M --model-b Y          A = M, B = Y (model, or adapter dir applied to M)\n"
         "  --base-model M --adapter V1 --model-b V2   A = M + V1, B = M + V2 (gate before rollout)\n"
         "  --predictions-a FA --predictions-b FB      score existing outputs (e.g. API models)\n"
+        "  --predictions-a FA --base-model M --adapter X   A from an earlier baseline run, B generated\n"
+        "  --base-model M  (or --predictions-a FA alone)   baseline only: score A, write predictions.jsonl\n"
+        "                                                  that a later run reuses as --predictions-a\n"
+        "  --base-model M --few-shot-cv K [--shots N]      small data (10-49 examples): A = zero-shot,\n"
+        "                                                  B = N-shot with examples from the other folds\n"
         "Exit 0: improved or no significant change; 1: B regressed (primary metric or --general set);\n"
         "2: could not run. Metrics: " + ", ".join(M.METRICS) + ".",
         cli.examples_for(
             "evaluate",
             "--base-model smollm2-135m --adapter out/adapter --test data/test.jsonl --output-dir eval/ --json",
-            "--base-model Qwen/Qwen2.5-0.5B-Instruct --adapter adapters/v1 --model-b adapters/v2 "
-            "--test test.jsonl --general general.jsonl --output-dir eval-v2/",
+            "--base-model Qwen/Qwen2.5-1.5B-Instruct --test data/test.jsonl --output-dir eval/base",
+            "--base-model smollm2-135m --test small.jsonl --few-shot-cv 5 --shots 3 --json",
             "--test test.jsonl --predictions-a base.jsonl --predictions-b tuned.jsonl --metrics exact_match,token_f1"))
     m = p.add_argument_group("models (generate outputs)")
     m.add_argument("--base-model", metavar="MODEL",
@@ -38,6 +45,11 @@ def build_parser():
     m.add_argument("--adapter", metavar="DIR", help="PEFT adapter dir on the base: B (or A when --model-b is given)")
     m.add_argument("--model-b", metavar="MODEL_OR_DIR",
                    help="the candidate B: another model, or an adapter dir applied to the base")
+    m.add_argument("--few-shot-cv", type=int, metavar="K",
+                   help="small data: k-fold evaluation of --base-model zero-shot (A) vs few-shot (B) prompts; "
+                        "each fold is prompted with --shots examples from the other folds (evaluation.md)")
+    m.add_argument("--shots", type=int, default=3, metavar="N",
+                   help="demonstrations per prompt with --few-shot-cv (default 3)")
     m.add_argument("--max-new-tokens", type=int, default=256, metavar="N", help="generation limit (default 256)")
     m.add_argument("--batch-size", type=int, default=8, metavar="N", help="generation batch, left-padded (default 8)")
     m.add_argument("--temperature", type=float, default=0.0,
@@ -59,7 +71,8 @@ def build_parser():
                         "significantly worse there)")
     d.add_argument("--metrics", metavar="LIST",
                    help="comma list; the first is the primary metric (default by data: tool_call,... when "
-                        "references have tool calls; json_valid,... when --json-schema or JSON references; "
+                        "references have tool calls; json_match,json_valid,... when references are JSON; "
+                        "json_valid,... when only --json-schema is given; "
                         "else exact_match,token_f1,rouge_l; plus latency_ms,output_tokens when generating)")
     d.add_argument("--general-metrics", metavar="LIST", help="metrics for --general (default by its data)")
     d.add_argument("--json-schema", metavar="FILE", help="JSON Schema that json_valid outputs must satisfy")
@@ -92,10 +105,10 @@ def handle(args) -> cli.Result:
         bootstrap=args.bootstrap, seed=args.seed, device=args.device, dtype=args.dtype,
         label_a=args.label_a, label_b=args.label_b, judge_url=args.judge_url, judge_model=args.judge_model,
         judge_key_env=args.judge_key_env, output_dir=args.output_dir, force=args.force,
-        examples=not args.no_examples)
+        examples=not args.no_examples, few_shot_cv=args.few_shot_cv, shots=args.shots)
     doc, _report, inputs, outputs = ev.run(opts)
     summary = {"verdict": doc["verdict"], "primary_metric": doc["primary_metric"], "n": doc["n"],
-               "diff": doc["metrics"][doc["primary_metric"]]["diff"]}
+               "diff": doc["metrics"][doc["primary_metric"]].get("diff")}
     return cli.Result(doc, ev.summary_text(doc), exit_code=1 if doc["verdict"] == "regressed" else 0,
                       inputs=inputs, outputs=outputs, summary=summary)
 

@@ -8,7 +8,9 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from finetune_kit import bootstrap  # noqa: E402  (stdlib only)
 
+bootstrap.ensure(__file__)  # re-runs with <skill>/.venv when that is where the packages are
 from finetune_kit import cli, jsonl  # noqa: E402
 from finetune_kit.errors import UsageError  # noqa: E402
 
@@ -20,7 +22,8 @@ def build_parser():
         "word 3-shingles of the conversation and LSH bands as prepare_data) on a local process pool,\n"
         "a Slurm cluster or a Ray cluster, and write a removed list (one JSON line per row to drop,\n"
         "with the row it duplicates) that prepare_data.py --near-dup-removed consumes.\n"
-        "Needs the cluster extra: pip install 'openclaw-fine-tuning[cluster]'. See data-prep.md.\n"
+        "Needs the cluster extra: python3 scripts/setup.py --with cluster (or pip install\n"
+        "'openclaw-fine-tuning[cluster]'). See data-prep.md.\n"
         "Exit codes: 0 ok (or submitted), 2 could not run.",
         cli.examples_for("near_dedup_cluster",
                          "exports/ --work dedup-work/ --output removed.jsonl --tasks 4 --workers 2",

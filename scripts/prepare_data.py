@@ -7,7 +7,9 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from finetune_kit import bootstrap  # noqa: E402  (stdlib only)
 
+bootstrap.ensure(__file__)  # re-runs with <skill>/.venv when that is where the packages are
 from finetune_kit import cli  # noqa: E402
 from finetune_kit import openclaw_sessions as oc  # noqa: E402
 from finetune_kit import prepare as prep  # noqa: E402
@@ -61,7 +63,9 @@ def build_parser():
     g.add_argument("--tag-field", metavar="FIELD",
                    help="field holding category tags (e.g. edge, refusal); counted in the mix report")
     g.add_argument("--target-mix", metavar="SPEC",
-                   help="target shares, default normal=0.3,edge=0.2,refusal=0.2,multi_turn=0.15,tool_calls=0.15")
+                   help="target shares, e.g. normal=0.3,edge=0.2,refusal=0.2,multi_turn=0.15,tool_calls=0.15 "
+                        "(default: that agent mix when the data has multi-turn/tool-call examples, else the mix "
+                        "is only reported)")
     g = p.add_argument_group("OpenClaw sessions (--from openclaw)")
     oc.add_filter_arguments(g)
     g.add_argument("--min-samples", type=cli.nonneg_int, metavar="N",
@@ -70,6 +74,25 @@ def build_parser():
                    help="keep the sender/channel metadata blocks OpenClaw prepends to user messages")
     g.add_argument("--tools", dest="tools_file", metavar="FILE",
                    help="JSON list of tool definitions to attach to examples that call tools")
+    g.add_argument("--keep-unanswered-tool-calls", action="store_true",
+                   help="keep assistant tool calls that never got a result (default: dropped, counted)")
+    g.add_argument("--include-deleted", action="store_true",
+                   help="also read *.jsonl.deleted.<timestamp> session archives (default: skipped, counted)")
+    g = p.add_argument_group("tokens (as validate_jsonl.py; the validator runs with the same values)")
+    g.add_argument("--max-tokens", type=cli.nonneg_int, metavar="N",
+                   help="token budget per example: longer OpenClaw conversations are cut into windows at "
+                        "user-turn boundaries (default: the --model's limit, else 2048 = train_lora.py's "
+                        "--max-seq-length; 0 = no limit)")
+    g.add_argument("--tokenizer", metavar="SPEC",
+                   help="tokenizer for counting (tiktoken encoding, HF tokenizer dir/id/alias; default "
+                        "from --model, else cl100k_base)")
+    g.add_argument("--model", metavar="NAME", help="target model: picks the tokenizer and the per-example limit")
+    g.add_argument("--min-examples", type=cli.nonneg_int, default=10, metavar="N",
+                   help="fewer training examples than N is an error, as in validate_jsonl.py (default 10); "
+                        "small validation/test files get a warning")
+    p.add_argument("--coerce", action="store_true",
+                   help="convert rows that need a fix the validator calls an error ('content': 42 -> '42', "
+                        "{'conversation': [...]}, tool calls without arguments); default: removed with its code")
     return p
 
 
@@ -83,7 +106,10 @@ def handle(args) -> cli.Result:
         keep_near_dups=args.keep_near_dups, tag_field=args.tag_field,
         target_mix=prep.parse_target_mix(args.target_mix), agent_id=args.agent_id, date_range=args.date_range,
         min_samples=args.min_samples, keep_inbound_metadata=args.keep_inbound_metadata,
-        tools_file=args.tools_file, force=args.force, near_dup_removed=args.near_dup_removed)
+        tools_file=args.tools_file, force=args.force, tokenizer=args.tokenizer, model=args.model,
+        max_tokens=args.max_tokens, keep_unanswered_tool_calls=args.keep_unanswered_tool_calls,
+        include_deleted=args.include_deleted, coerce=args.coerce, min_examples=args.min_examples,
+        near_dup_removed=args.near_dup_removed)
     return prep.prepare(opts)
 
 

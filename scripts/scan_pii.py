@@ -7,7 +7,9 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from finetune_kit import bootstrap  # noqa: E402  (stdlib only)
 
+bootstrap.ensure(__file__)  # re-runs with <skill>/.venv when that is where the packages are
 from finetune_kit import cli  # noqa: E402
 from finetune_kit.errors import UsageError  # noqa: E402
 
@@ -56,7 +58,17 @@ def build_parser():
 
 
 def _list_entities(args) -> cli.Result:
-    from finetune_kit import pii, pii_recognizers
+    from finetune_kit import pii
+
+    if not bootstrap.has_module("presidio_analyzer"):   # light path: what would be scanned, and how to get it
+        hint = bootstrap.missing_line("presidio_analyzer", script="scan_pii")
+        print(f"warning: nothing is detectable yet; {hint}", file=sys.stderr)
+        data = [{"entity": e, "source": None, "default": True, "detectable": False, "description": ""}
+                for e in pii.DEFAULT_ENTITIES]
+        return cli.Result({"entities": data, "nlp": None, "setup": bootstrap.setup_command(["pii"])},
+                          cli.table(["entity", "default", "detected now"],
+                                    [(d["entity"], "default", "needs the pii extra") for d in data], "lll"))
+    from finetune_kit import pii_recognizers
 
     pii.import_presidio_lean()
     eng = pii.build_engine(args.nlp, language=args.language, entities="all", threshold=args.threshold,

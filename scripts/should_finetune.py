@@ -7,9 +7,11 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from finetune_kit import bootstrap  # noqa: E402  (stdlib only)
 
+bootstrap.ensure(__file__)  # re-runs with <skill>/.venv when that is where the packages are
 from finetune_kit import cli, decide  # noqa: E402
-from finetune_kit import providers as P  # noqa: E402
+P = bootstrap.lazy_module("finetune_kit.providers")
 from finetune_kit.errors import UsageError  # noqa: E402
 
 DECISION_FLAGS = ("failure_mode", "examples", "monthly_requests", "requirements_change", "privacy", "budget")
@@ -19,8 +21,10 @@ def build_parser():
     p = cli.make_parser(
         "should_finetune",
         "Answer 'should I fine-tune?' from a few facts about the problem. Output: recommendation\n"
-        "(fine_tune | prompt | rag | collect_data), reasons, suggested providers from the dated data file\n"
-        "(retired ones never, retiring ones with their dates, filtered by --privacy) and next steps.\n"
+        "(fine_tune | prompt | rag | collect_data), reasons (each says why it and not the neighbouring\n"
+        "answer), next steps whose commands carry your answers, and - when fine-tuning is recommended or\n"
+        "--show-providers is given - providers from the dated data file (retired ones never, retiring ones\n"
+        "with their dates, filtered by --privacy). Warns when the data file is more than 90 days old.\n"
         "Run without flags in a terminal to be asked the questions.",
         cli.examples_for("should_finetune",
                          "--failure-mode format --examples 300 --monthly-requests 50000",
@@ -39,6 +43,8 @@ def build_parser():
                         "on_prem = your own hardware only (default none)")
     g.add_argument("--budget", type=float, metavar="USD", help="monthly budget in USD: suggestions whose cheapest GPU running 24/7 costs more are "
                         "flagged (price the full case with estimate_costs.py)")
+    g.add_argument("--show-providers", action="store_true",
+                   help="list providers even when the answer is not fine_tune (default: only for fine_tune)")
     g = p.add_argument_group("data")
     g.add_argument("--as-of", metavar="YYYY-MM-DD", help="judge retirements on this date (default today)")
     g.add_argument("--data", metavar="FILE", help="another providers data file with the same schema")
@@ -114,7 +120,7 @@ def handle(args) -> cli.Result:
     a = decide.Answers(failure_mode=args.failure_mode, examples=args.examples,
                        monthly_requests=args.monthly_requests, requirements_change=args.requirements_change,
                        privacy=args.privacy or "none", budget=args.budget)
-    doc = decide.decide(a, d, on)
+    doc = decide.decide(a, d, on, show_providers=args.show_providers)
     return cli.Result(doc, decide.format_report(doc),
                       summary={"recommendation": doc["recommendation"], **{k: v for k, v in doc["answers"].items()}})
 

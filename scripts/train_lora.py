@@ -8,8 +8,11 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from finetune_kit import bootstrap  # noqa: E402  (stdlib only)
 
-from finetune_kit import cli, memory, train_config  # noqa: E402
+bootstrap.ensure(__file__)  # re-runs with <skill>/.venv when that is where the packages are
+from finetune_kit import cli, memory  # noqa: E402
+train_config = bootstrap.lazy_module("finetune_kit.train_config")
 from finetune_kit.errors import UsageError  # noqa: E402
 
 

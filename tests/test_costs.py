@@ -121,11 +121,14 @@ def test_worked_example_json_keys_and_values():
     prices = {a["name"]: a for a in doc["assumptions"] if a["name"].endswith("_price") and a["value"] is not None}
     assert prices["ft_input_price"]["value"] == 0.80 and prices["ft_input_price"]["origin"] == "data"
     for a in prices.values():
-        assert a["as_of"] == "2026-10" and "openai.com" in a["source"]
+        assert a["as_of"] == "2026-11-30" and "openai.com" in a["source"]
     rows = {(r["provider"], r["gpu"], r["tier"]): r for r in doc["self_hosted"]["options"]}
     r = rows[("runpod", "rtx-4090", "community")]
-    hours = 6_000_000 / 3083 / 3600
+    # hours = load (8B x 2 bytes / 1 GB/s + 120 s) + training (6M / 3083 tok/s) + 10 evals of 200k held-out
+    # tokens (10 % of 2M) at 3 x 3083 tok/s
+    hours = (16 + 120) / 3600 + 6_000_000 / 3083 / 3600 + 10 * 200_000 / (3 * 3083) / 3600
     assert r["training_hours"] == pytest.approx(hours, abs=1e-3)
+    assert r["hours_breakdown"]["load"] == pytest.approx(136 / 3600, abs=1e-3)
     assert r["training_cost"] == pytest.approx(hours * 0.34, abs=1e-3)
     assert r["fixed_monthly_cost"] == pytest.approx(0.34 * 730)
     assert r["monthly_savings"] == pytest.approx(396.0 - 0.34 * 730)
@@ -201,9 +204,14 @@ def test_size_tiers_and_dpo_price():
                          "--training-tokens", "1000000", "--epochs", "2", "--as-of", TODAY)
     assert code == 0 and doc["model"] == "lora-70b-100b"
     assert doc["training_cost"] == pytest.approx(1_000_000 * 2 * 7.25 / 1e6)
-    assert doc["fixed_monthly_cost"] is None          # dedicated endpoint price not in the file
-    assert any(a["name"] == "fixed_monthly_cost" and a["origin"] == "missing" for a in doc["assumptions"])
+    # dedicated endpoint: 4 x H100 at $3.99/h, 730 h a month
+    assert doc["fixed_monthly_cost"] == pytest.approx(4 * 3.99 * 730)
+    assert any(a["name"] == "fixed_monthly_cost" and a["origin"] == "data" for a in doc["assumptions"])
     assert doc["self_hosted"]["params_b"] == 70
+    _, bed = run_json("estimate_costs", "--provider", "aws-bedrock", "--model", "llama-3.1-8b",
+                      "--training-tokens", "1000000", "--as-of", TODAY)
+    assert bed["fixed_monthly_cost"] is None          # Provisioned Throughput price not in the file
+    assert any(a["name"] == "fixed_monthly_cost" and a["origin"] == "missing" for a in bed["assumptions"])
     # the size can come from an open model's name instead of --params-b
     code, doc = run_json("estimate_costs", "--provider", "together", "--model", "llama-3.1-70b",
                          "--training-tokens", "1000000", "--epochs", "3", "--as-of", TODAY)
@@ -230,13 +238,16 @@ def test_compare_excludes_retired_and_prices_self_hosted():
     assert code == 0
     rows = {(r["provider"], r["model"]): r for r in doc["compare"]["rows"]}
     excluded = {(e["provider"], e["model"]) for e in doc["compare"]["excluded"]}
-    assert {("openai", "gpt-4.1-nano"), ("openai", "o4-mini"), ("aws-bedrock", "claude-3-haiku")} == excluded
+    assert {("openai", "gpt-4.1-nano"), ("openai", "o4-mini"), ("aws-bedrock", "claude-3-haiku"),
+            ("google-vertex", "gemini-2.5-pro"), ("google-vertex", "gemini-2.5-flash"),
+            ("google-vertex", "gemini-2.5-flash-lite"), ("google-vertex", "gemini-2.0-flash")} == excluded
     assert not excluded & set(rows)
     assert rows[("openai", "gpt-4o-mini")]["monthly_savings"] == pytest.approx(396 - 300_000 * (400 * .3 + 200 * 1.2) / 1e6)
     assert "RETIRING" in rows[("openai", "gpt-4o-mini")]["note"]
     assert rows[("together", "lora-up-to-16b")]["training_cost"] == pytest.approx(6 * 0.48)
     assert ("together", "lora-70b-100b") not in rows             # only the 8B tier
     assert rows[("runpod", "rtx-4090 (community)")]["fixed_monthly_cost"] == pytest.approx(0.34 * 730)
+    assert rows[("together", "lora-up-to-16b")]["monthly_ft_cost"] == pytest.approx(3.99 * 730)
     cp = run_script("estimate_costs", "--compare", "--training-tokens", "1000", "--as-of", TODAY)
     assert cp.returncode == 0 and "excluded: aws-bedrock/claude-3-haiku - retired (2026-09-10)" in cp.stdout
 
@@ -244,10 +255,44 @@ def test_compare_excludes_retired_and_prices_self_hosted():
 def test_own_hardware_rows_need_a_gpu_price():
     _, doc = run_json("estimate_costs", *WORKED)
     assert not any(r["provider"] == "own-hardware" for r in doc["self_hosted"]["options"])
-    _, doc = run_json("estimate_costs", *WORKED, "--gpu-price", "0.50", "--throughput", "1000")
+    _, doc = run_json("estimate_costs", *WORKED, "--gpu", "rtx4090", "--gpu-price", "0.50", "--throughput", "1000")
     own = [r for r in doc["self_hosted"]["options"] if r["provider"] == "own-hardware"]
-    assert own and all(r["price_origin"] == "override" and r["tokens_per_s"] == 1000 for r in own)
-    assert own[0]["training_hours"] == pytest.approx(6_000_000 / 1000 / 3600, abs=1e-3)
+    assert len(own) == 1 and own[0]["gpu"] == "rtx-4090"            # only YOUR gpu, not every GPU row
+    assert own[0]["price_origin"] == "override" and own[0]["tokens_per_s"] == 1000
+    assert own[0]["price_per_hour"] == pytest.approx(0.50)
+    # rentals keep their own prices and only the chosen GPU type is shown
+    rent = [r for r in doc["self_hosted"]["options"] if r["provider"] != "own-hardware"]
+    assert rent and all(r["gpu"] == "rtx-4090" for r in rent)
+    assert {r["price_per_hour"] for r in rent} == {0.34, 0.74}
+    b = own[0]["hours_breakdown"]
+    assert b["train"] == pytest.approx(6_000_000 / 1000 / 3600, abs=1e-3)
+    assert own[0]["training_hours"] == pytest.approx(b["load"] + b["train"] + b["eval"], abs=2e-3)
+
+
+def test_price_my_4090_alone_with_power_cost():
+    """Issue 22 item 7: one owned GPU, priced by power (and amortisation), without --provider/--compare."""
+    code, doc = run_json("estimate_costs", "--gpu", "rtx4090", "--power-price", "0.30", "--gpu-price", "0.05",
+                         "--params-b", "8", "--training-tokens", "2000000", "--examples", "1000",
+                         "--eval-tokens", "100000", "--evals", "4", "--as-of", TODAY)
+    assert code == 0 and doc["provider"] is None
+    own = [r for r in doc["self_hosted"]["options"] if r["provider"] == "own-hardware"]
+    assert len(own) == 1
+    r = own[0]
+    assert r["price_per_hour"] == pytest.approx(0.05 + 0.30 * 450 / 1000)    # 450 W board power
+    assert "450 W" in r["price_basis"] and "amortised" in r["price_basis"]
+    tps = 3083
+    expect = (16 + 120) / 3600 + 6_000_000 / tps / 3600 + 4 * 100_000 / (3 * tps) / 3600
+    assert r["training_hours"] == pytest.approx(expect, abs=1e-3)
+    assert r["training_cost"] == pytest.approx(expect * (0.05 + 0.135), abs=1e-3)
+    assert r["fixed_monthly_cost"] == pytest.approx((0.05 + 0.135) * 730, abs=0.01)
+    # --gpu-watts replaces the data file's board power
+    _, doc = run_json("estimate_costs", "--gpu", "rtx-4090", "--power-price", "0.30", "--gpu-watts", "300",
+                      "--training-tokens", "1000", "--as-of", TODAY)
+    own = [r for r in doc["self_hosted"]["options"] if r["provider"] == "own-hardware"]
+    assert own[0]["price_per_hour"] == pytest.approx(0.09)
+    cp = run_script("estimate_costs", "--gpu", "rtx4090", "--power-price", "0.30", "--training-tokens", "2000000",
+                    "--as-of", TODAY)
+    assert cp.returncode == 0 and "own-hardware" in cp.stdout and "load + training + evaluations" in cp.stdout
 
 
 # ---------------------------------------------------------------------- --train with the real tokenizer
@@ -338,6 +383,12 @@ def test_train_file_with_bad_lines_counts_the_good_ones(tmp_path):
     (["--provider", "openai", "--model", "gpt-4.1", "--training-tokens", "abc"], "invalid int"),
     (["--provider", "together", "--params-b", "500", "--training-tokens", "10"], "no price tier"),
     (["--compare", "--params-b", "0"], "must be > 0"),
+    (["--compare", "--gpu-price", "0.5"], "add --gpu ID"),
+    (["--compare", "--power-price", "0.3"], "add --gpu ID"),
+    (["--gpu", "tpu-v9", "--gpu-price", "0.5"], "unknown GPU"),
+    (["--gpu", "rtx4090", "--power-price", "-1"], "must be > 0"),
+    (["--gpu", "rtx4090", "--evals", "-1"], "--evals"),
+    (["--current-model", "gpt-9-ultra", "--compare"], "no prices for --current-model"),
 ])
 def test_bad_input_exits_2_with_one_line(args, msg):
     cp = run_script("estimate_costs", *args)
@@ -382,3 +433,123 @@ def test_train_file_counted_with_a_hugging_face_tokenizer(tmp_path):
     assert c["examples"] == 4 and c["tokenizer"] == "smollm2-135m"
     assert c["total_tokens"] == sum(t for t, _ in exp) and c["trainable_tokens"] == sum(tr for _, tr in exp)
     assert 0 < c["trainable_tokens"] < c["total_tokens"]
+
+
+# ---------------------------------------------------------------------- today's model as the baseline (issue 14)
+
+QUESTION = ["--training-tokens", "2000000", "--examples", "1000", "--base-prompt-tokens", "2500",
+            "--ft-prompt-tokens", "400", "--output-tokens", "200", "--requests-per-month", "200000"]
+
+
+def test_current_model_is_the_baseline_and_the_prompt_only_row_is_always_shown():
+    """'We use gpt-4.1 with a 2,500-token prompt at 200k requests/month - would fine-tuning a smaller model
+    pay off?' Baseline gpt-4.1: 2500 x 2.00 + 200 x 8.00 = $0.0066/request = $1,320/month; fine-tuned
+    gpt-4.1-mini with a 400-token prompt: 400 x 0.80 + 200 x 3.20 = $0.00096 = $192/month."""
+    code, doc = run_json("estimate_costs", "--current-model", "gpt-4.1", "--provider", "openai", "--model",
+                         "gpt-4.1-mini", *QUESTION, "--as-of", "2026-11-30")
+    assert code == 0
+    assert doc["baseline"]["model"] == "openai/gpt-4.1" and doc["baseline"]["origin"] == "current_model"
+    assert doc["monthly_base_cost"] == pytest.approx(1320.0)
+    assert doc["monthly_ft_cost"] == pytest.approx(192.0) and doc["monthly_savings"] == pytest.approx(1128.0)
+    po = {r["model"]: r for r in doc["prompt_only"]}
+    # the saving that needs no fine-tune: gpt-4.1-mini with the same 2,500-token prompt = $264/month
+    assert po["gpt-4.1-mini"]["monthly_cost"] == pytest.approx(264.0)
+    assert po["gpt-4.1-mini"]["monthly_savings"] == pytest.approx(1056.0)
+    assert po["gpt-4.1-mini"]["status"] == "retiring (2027-01-14)"
+    # gpt-6-luna (OpenAI's named replacement): 2500 x 0.10 + 200 x 0.50 = $0.00035 = $70/month
+    assert po["gpt-6-luna"]["monthly_cost"] == pytest.approx(70.0) and po["gpt-6-luna"]["status"] == "available"
+    # gpt-5.4-mini (mini tier): 2500 x 0.75 + 200 x 4.50 = $0.002775 = $555/month
+    assert po["gpt-5.4-mini"]["monthly_cost"] == pytest.approx(555.0)
+    assert any("today's model openai/gpt-4.1 is retiring (2027-01-14)" in w for w in doc["warnings"])
+    cp = run_script("estimate_costs", "--current-model", "gpt-4.1", "--provider", "openai", "--model",
+                    "gpt-4.1-mini", *QUESTION, "--as-of", "2026-11-30")
+    assert "Baseline:   today's model openai/gpt-4.1" in cp.stdout
+    assert "Prompt-only alternatives" in cp.stdout and "$1,056.00" in cp.stdout
+    # without --current-model the baseline is the small model's own base price ($72) - and the script says so
+    _, doc = run_json("estimate_costs", "--provider", "openai", "--model", "gpt-4.1-mini", *QUESTION,
+                      "--as-of", "2026-11-30")
+    assert doc["monthly_savings"] == pytest.approx(72.0)
+    assert any("no --current-model" in w for w in doc["warnings"])
+
+
+def test_price_flags_override_the_current_model():
+    _, doc = run_json("estimate_costs", "--current-model", "gpt-4.1", "--base-input-price", "1.00",
+                      "--provider", "openai", "--model", "gpt-4.1-mini", *QUESTION, "--as-of", "2026-11-30")
+    assert doc["baseline"]["input_price"] == 1.00 and doc["baseline"]["output_price"] == 8.00
+    assert doc["baseline"]["origin"] == "current_model+flags"
+    assert doc["monthly_base_cost"] == pytest.approx(200_000 * (2500 * 1.0 + 200 * 8.0) / 1e6)
+
+
+def test_compare_prices_every_provider_for_the_question():
+    """Done-when of issue 14: a priced, non-retired monthly row for OpenAI (dated), Azure, Vertex, Bedrock,
+    Together, Fireworks and self-hosted 4090/A100/H100."""
+    code, doc = run_json("estimate_costs", "--current-model", "gpt-4.1", "--compare", "--params-b", "8", *QUESTION,
+                         "--as-of", "2026-11-30")
+    assert code == 0 and doc["compare"]["baseline"] == "openai/gpt-4.1"
+    rows = doc["compare"]["rows"]
+    priced = [r for r in rows if r["monthly_ft_cost"] is not None and not r["status"].startswith("retired")]
+    for prov in ("openai", "azure-openai", "google-vertex", "aws-bedrock", "together", "fireworks"):
+        assert any(r["provider"] == prov and r["kind"] == "managed" for r in priced), prov
+    oa = next(r for r in priced if (r["provider"], r["model"]) == ("openai", "gpt-4.1-mini"))
+    assert oa["status"] == "retiring (2027-01-14)" and oa["monthly_savings"] == pytest.approx(1128.0)
+    # Azure: same token price as the base model + $1.70/h hosting per deployment
+    az = next(r for r in priced if (r["provider"], r["model"]) == ("azure-openai", "gpt-4.1-mini"))
+    assert az["monthly_ft_cost"] == pytest.approx(200_000 * (400 * 0.40 + 200 * 1.60) / 1e6 + 1.70 * 730)
+    # dedicated endpoints: no per-token charge, GPU-hours 24/7
+    fw = next(r for r in priced if r["provider"] == "fireworks")
+    assert fw["monthly_ft_cost"] == pytest.approx(3.89 * 730)
+    gpus = {r["model"].split(" ")[0] for r in priced if r["kind"] == "self_hosted"}
+    assert {"rtx-4090", "h100-sxm"} <= gpus and gpus & {"a100-80gb", "a100-40gb"}
+    assert any(r["kind"] == "prompt_only" and r["model"] == "gpt-4.1-mini" for r in rows)
+    retired = {(e["provider"], e["model"]) for e in doc["compare"]["excluded"]}
+    assert not retired & {(r["provider"], r["model"]) for r in rows}
+    for r in rows:                                   # no retired model is ever priced as an option
+        assert not r["status"].startswith("retired"), r
+
+
+def test_cached_share_uses_the_data_files_cached_prices():
+    _, doc = run_json("estimate_costs", "--current-model", "gpt-4.1", "--provider", "openai", "--model",
+                      "gpt-4.1-mini", *QUESTION, "--cached-share", "0.8", "--as-of", "2026-11-30")
+    # baseline: 500 fresh x 2.00 + 2000 cached x 0.50 + 200 x 8.00 = 3600 micro-dollars
+    assert doc["base_cost_per_request"] == pytest.approx(0.0036)
+    # fine-tuned gpt-4.1-mini: 80 fresh x 0.80 + 320 cached x 0.20 + 200 x 3.20 = 768
+    assert doc["ft_cost_per_request"] == pytest.approx(0.000768)
+    assert not any("cached-input price is missing" in w for w in doc["warnings"])
+    _, doc = run_json("estimate_costs", "--provider", "google-vertex", "--model", "gemini-3.5-flash", *QUESTION,
+                      "--cached-share", "0.5", "--as-of", "2026-11-30")
+    assert any("cached-input price is missing" in w for w in doc["warnings"])
+
+
+def test_stale_data_file_warns_after_90_days():
+    _, doc = run_json("estimate_costs", "--compare", "--training-tokens", "1000", "--as-of", "2027-02-27")
+    assert not any("days old" in w for w in doc["warnings"])          # 89 days
+    _, doc = run_json("estimate_costs", "--compare", "--training-tokens", "1000", "--as-of", "2027-03-01")
+    assert any("91 days old" in w and "Refreshing the data" in w for w in doc["warnings"])
+
+
+def test_current_model_alone_prices_today_and_the_prompt_only_switch():
+    cp = run_script("estimate_costs", "--current-model", "gpt-4.1", "--base-prompt-tokens", "2500",
+                    "--output-tokens", "200", "--requests-per-month", "200000", "--as-of", "2026-11-30")
+    assert cp.returncode == 0, cp.stderr
+    assert "Baseline: today's model openai/gpt-4.1" in cp.stdout and "$1,320.00/month" in cp.stdout
+    assert "gpt-4.1-mini" in cp.stdout and "$1,056.00" in cp.stdout
+    assert "--ft-prompt-tokens not given" not in cp.stdout           # nothing is fine-tuned here
+    # after the shutdown the retired small model is no longer offered as an alternative
+    _, doc = run_json("estimate_costs", "--current-model", "gpt-4.1", "--base-prompt-tokens", "2500",
+                      "--output-tokens", "200", "--requests-per-month", "200000", "--as-of", "2027-01-20")
+    assert [r["model"] for r in doc["prompt_only"]] == ["gpt-5.4-mini", "gpt-6-luna"]
+    assert doc["baseline"]["status"] == "retired (2027-01-14)"
+
+
+def test_evals_flag_default_is_the_library_default():
+    """estimate_costs.py spells the default out (its --help must work without the library's packages)."""
+    import importlib.util
+
+    from conftest import SCRIPTS
+    from finetune_kit import costs
+
+    spec = importlib.util.spec_from_file_location("_est", SCRIPTS / "estimate_costs.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    act = next(a for a in mod.build_parser()._actions if "--evals" in a.option_strings)
+    assert act.default == costs.DEFAULT_EVALS

@@ -37,7 +37,63 @@ def test_script_json_and_exit_codes(tmp_path, code):
     assert rc == EXPECTED_EXIT[code], doc
     assert [f["code"] for f in doc["findings"]][0] == code
     assert set(doc["findings"][0]) >= {"code", "severity", "step", "message", "fix", "evidence"}
-    assert doc["format"] == "training_log_jsonl" and isinstance(doc["best_step"], int)
+    assert doc["format"] == "training_log_jsonl"
+    if code == "zero_loss":  # a blocking zero loss makes every checkpoint suspect
+        assert doc["best_step"] is None and doc["best_step_reason"].startswith("none: zero_loss")
+    else:
+        assert isinstance(doc["best_step"], int)
+
+
+def _zero_at_30_log():
+    """The reported run: loss 2.0 at step 1, exactly 0 from step 30; eval every 10 steps, tied at 0 after."""
+    rows = []
+    for s in range(1, 51):
+        loss = 0.0 if s >= 30 else 2.0 * (1 - s / 30)
+        ev = None if s % 10 else (0.0 if s >= 30 else 2.1 * (1 - s / 30))
+        rows.append({"step": s, "loss": loss, "eval_loss": ev, "lr": 1e-4})
+    return rows
+
+
+def test_blocking_zero_loss_has_no_best_step(tmp_path):
+    rc, doc = run_json("diagnose_training", _write_log(tmp_path / "training_log.jsonl", _zero_at_30_log()))
+    assert rc == 1
+    assert [f["code"] for f in doc["findings"] if f["severity"] == "error"] == ["zero_loss"]
+    assert doc["best_step"] is None and "zero_loss" in doc["best_step_reason"]
+    cp = run_script("diagnose_training", tmp_path / "training_log.jsonl")
+    assert "best_step: none" in cp.stdout
+
+
+def test_tied_eval_loss_is_not_resolved_by_taking_the_first():
+    rows = [{"step": s, "loss": 2.0 - 0.01 * s, "eval_loss": (1.5 if s >= 30 else 1.9) if s % 10 == 0 else None}
+            for s in range(1, 61)]
+    res = diagnose.analyse(rows)
+    assert res["best_step"] is None
+    assert "tied" in res["best_step_reason"] and "30, 40, 50, 60" in res["best_step_reason"]
+    rows[39]["eval_loss"] = 1.49  # one strictly lowest point: that one
+    assert diagnose.analyse(rows)["best_step"] == 40
+
+
+def test_divergence_best_step_is_lowest_eval_before_onset():
+    rows = [{"step": s, "loss": 2.0 - 0.02 * s if s < 40 else 50.0 * s, "eval_loss": None} for s in range(1, 61)]
+    for s, ev in ((10, 1.9), (20, 1.6), (30, 1.7), (50, 1.0)):  # 50: after the blow-up, not trustworthy
+        rows[s - 1]["eval_loss"] = ev
+    res = diagnose.analyse(rows)
+    assert any(f["code"] == "divergence" and f["severity"] == "error" for f in res["findings"])
+    assert res["best_step"] == 20 and "before the divergence" in res["best_step_reason"]
+
+
+def test_summary_names_first_and_last_logged_values():
+    s = diagnose.analyse(_zero_at_30_log())["summary"]
+    assert s["first_logged_loss"] == pytest.approx(2.0 * (1 - 1 / 30))
+    assert s["last_logged_loss"] == 0.0
+    assert s["start_median_loss"] > 1.0 and s["end_median_loss"] == 0.0
+    assert s["loss_drop"] == pytest.approx(1.0)  # never null when the loss fell
+    assert s["median_window_points"] == 5
+    assert "first_loss" not in s and "final_loss" not in s
+    # a run whose first window's median is 0: loss_drop falls back to the first logged value
+    rows = [{"step": s, "loss": 2.0 if s == 1 else 0.0} for s in range(1, 31)]
+    s2 = diagnose.analyse(rows)["summary"]
+    assert s2["start_median_loss"] == 0.0 and s2["first_logged_loss"] == 2.0 and s2["loss_drop"] == 1.0
 
 
 def test_overfitting_best_step_is_min_eval_and_ratio_band():

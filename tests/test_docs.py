@@ -76,7 +76,7 @@ def test_help_ends_with_examples(script):
     lines = _parser(script).format_help().rstrip().splitlines()
     idx = max(i for i, line in enumerate(lines) if line.strip() == "examples:")
     tail = lines[idx + 1:]
-    assert 2 <= len(tail) <= 4 and all(t.strip().startswith(f"python3 {{baseDir}}/scripts/{script.name}")
+    assert 2 <= len(tail) <= 4 and all(t.strip().startswith(f"python3 {ROOT}/scripts/{script.name}")
                                        for t in tail)
 
 
@@ -93,3 +93,80 @@ def test_flags_cited_in_docs_exist():
                 if flag not in parsers[script]:
                     problems.append(f"{name}: {script}.py has no flag {flag}")
     assert not problems, "\n".join(problems)
+
+
+# ---------------------------------------------------------------- cross-references between the guides
+
+LINK = re.compile(r"\[([^\]]+)\]\(([^)\s]+)\)")
+SECTION_WORD = re.compile(r"§\s*(\d+)|\bsection (\d+)\b", re.IGNORECASE)
+
+
+def _strip_code(text: str) -> str:
+    """Markdown without fenced and inline code (a '§' or '#' there is not a reference)."""
+    text = re.sub(r"```.*?```", "", text, flags=re.DOTALL)
+    return re.sub(r"`[^`\n]*`", "", text)
+
+
+def _slug(heading: str) -> str:
+    """GitHub's heading anchor: lowercase, punctuation other than '-' and '_' dropped, spaces to '-'."""
+    h = re.sub(r"`", "", heading.strip().lower())
+    h = re.sub(r"[^\w\- ]", "", h)
+    return h.replace(" ", "-")
+
+
+def _headings(text: str) -> dict[str, str]:
+    """{anchor: heading text} of a Markdown file (fenced code left out)."""
+    out: dict[str, str] = {}
+    for line in re.sub(r"```.*?```", "", text, flags=re.DOTALL).splitlines():
+        m = re.match(r"#{1,6} (.+)", line)
+        if m:
+            out.setdefault(_slug(m.group(1)), m.group(1).strip())
+    return out
+
+
+def _cross_refs() -> list[tuple[str, str, str]]:
+    """(file, link text, target) of every local link in SKILL.md and the guides."""
+    refs = []
+    for name in ["SKILL.md", *GUIDES, "loop.md"]:
+        for m in LINK.finditer(_strip_code((ROOT / name).read_text(encoding="utf-8"))):
+            if not re.match(r"[a-z]+:", m.group(2)):
+                refs.append((name, m.group(1), m.group(2)))
+    return refs
+
+
+def test_guide_links_and_section_numbers_resolve():
+    problems = []
+    for name, text, target in _cross_refs():
+        path, _, anchor = target.partition("#")
+        dest = ROOT / (path or name)
+        if not dest.is_file():
+            problems.append(f"{name}: [{text}]({target}): no file {path}")
+            continue
+        if not anchor:
+            continue
+        heads = _headings(dest.read_text(encoding="utf-8"))
+        if anchor not in heads:
+            problems.append(f"{name}: [{text}]({target}): no heading with anchor #{anchor} in {dest.name}")
+            continue
+        num = SECTION_WORD.search(text)
+        if num and not heads[anchor].startswith(f"{num.group(1) or num.group(2)}."):
+            problems.append(f"{name}: [{text}]({target}) names a section number but the heading is "
+                            f"'{heads[anchor]}'")
+    assert not problems, "\n".join(problems)
+
+
+def test_section_references_are_links_so_they_can_be_checked():
+    problems = []
+    for name in ["SKILL.md", *GUIDES, "loop.md"]:
+        text = LINK.sub("", _strip_code((ROOT / name).read_text(encoding="utf-8")))
+        for m in SECTION_WORD.finditer(text):
+            line = text[:m.start()].count("\n") + 1
+            problems.append(f"{name}: '{m.group(0)}' (around line {line}) is a bare section number: write it as "
+                            f"a link, e.g. [section 9](#9-audit-log), so this test can check where it points")
+    assert not problems, "\n".join(problems)
+
+
+def test_the_cross_reference_check_can_fail(tmp_path):
+    heads = _headings("# T\n## 9. Audit log\n## 2. `scan_pii.py`\n")
+    assert "9-audit-log" in heads and "2-scan_piipy" in heads
+    assert SECTION_WORD.search("see section 8") and not SECTION_WORD.search("a section on names")

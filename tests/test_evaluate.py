@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -165,7 +166,8 @@ def test_json_schema_metric(tmp_path):
     code, doc = run_json("evaluate", "--test", test, "--predictions-a", a, "--predictions-b", b,
                          "--json-schema", schema)
     assert code == 0
-    assert list(doc["metrics"])[:2] == ["json_valid", "json_match"]
+    # JSON references: the content is the task, so json_match (not the format check) is primary
+    assert list(doc["metrics"])[:2] == ["json_match", "json_valid"] and doc["primary_metric"] == "json_match"
     assert doc["metrics"]["json_valid"]["a"] == 0.25 and doc["metrics"]["json_valid"]["b"] == 0.75
     assert doc["metrics"]["json_match"]["a"] == 0.25 and doc["metrics"]["json_match"]["b"] == 0.75
 
@@ -195,8 +197,8 @@ def test_bad_input_exits_2_with_one_line(tmp_path, case):
         args[5] = tmp_path / "gp.jsonl"
     elif case == "no_assistant":
         _write(test, [{"messages": [{"role": "user", "content": "hi"}]}])
-    elif case == "one_side_only":
-        args = args[:4]
+    elif case == "one_side_only":  # B's predictions without A's
+        args = args[:2] + args[4:]
     elif case == "judge_metric_without_url":
         args += ["--metrics", "judge"]
     elif case == "bad_bootstrap":
@@ -303,3 +305,75 @@ def test_render_prompt_with_tool_aware_and_tool_unaware_templates(smollm2_dir):
     tok.chat_template = None
     with pytest.raises(ev.UsageError, match="no chat template"):
         ev.render_prompt(tok, item)
+
+
+def test_json_references_make_json_match_primary_without_schema(tmp_path):
+    rows = [{"messages": [{"role": "user", "content": f"Route ticket {i}"},
+                          {"role": "assistant", "content": json.dumps({"queue": "billing" if i % 2 else "tech"})}]}
+            for i in range(6)]
+    test = _write(tmp_path / "t.jsonl", rows)
+    # A always emits valid JSON with the wrong queue; B gets the queue right: json_valid alone sees no change
+    a = _write(tmp_path / "a.jsonl", [{"prediction": json.dumps({"queue": "other"})} for _ in range(6)])
+    b = _write(tmp_path / "b.jsonl", [{"prediction": r["messages"][1]["content"]} for r in rows])
+    code, doc = run_json("evaluate", "--test", test, "--predictions-a", a, "--predictions-b", b)
+    assert code == 0 and doc["primary_metric"] == "json_match"
+    assert doc["metrics"]["json_valid"]["diff"] == 0 and doc["metrics"]["json_match"]["diff"] == 1.0
+    # a schema with free-text references keeps the format check primary
+    free = _write(tmp_path / "free.jsonl", [{"messages": [{"role": "user", "content": "q"},
+                                                          {"role": "assistant", "content": "plain text"}]}] * 6)
+    assert ev.default_metrics(ev.load_test_set(free), True, False)[0] == "json_valid"
+
+
+def test_baseline_only_from_predictions_then_reused_as_a(tmp_path):
+    test, a, b = _qa_files(tmp_path)
+    out = tmp_path / "base"
+    code, doc = run_json("evaluate", "--test", test, "--predictions-a", a, "--metrics", "exact_match,token_f1",
+                         "--output-dir", out)
+    assert code == 0 and doc["mode"] == "baseline" and doc["verdict"] == "baseline_only" and doc["b"] is None
+    em = doc["metrics"]["exact_match"]
+    assert em["a"] == 0.695 and em["n"] == 200 and em["ci95"][0] < 0.695 < em["ci95"][1]
+    assert doc["min_detectable_diff"] == pytest.approx((1.959964 + 0.841621) * 0.5 / math.sqrt(200), rel=1e-4)
+    assert "--predictions-a" in doc["verdict_reason"]
+    rows = [json.loads(x) for x in (out / "predictions.jsonl").read_text().splitlines()]
+    assert len(rows) == 200 and {"prediction", "tool_calls", "index"} <= set(rows[0])
+    # the baseline's predictions file is a valid --predictions-a for the later comparison
+    code, doc2 = run_json("evaluate", "--test", test, "--predictions-a", out / "predictions.jsonl",
+                          "--predictions-b", b, "--metrics", "exact_match")
+    assert code == 0 and doc2["metrics"]["exact_match"]["a"] == 0.695 and doc2["verdict"] == "improved"
+    cp = run_script("evaluate", "--test", test, "--predictions-a", a)
+    assert cp.returncode == 0 and "baseline" in cp.stdout and "reuse with --predictions-a" not in cp.stdout
+
+
+def test_small_n_warning_names_the_detectable_difference(tmp_path):
+    test, a, b = _qa_files(tmp_path, both=10, a_only=2, b_only=5, neither=3)
+    code, doc = run_json("evaluate", "--test", test, "--predictions-a", a, "--predictions-b", b,
+                         "--metrics", "exact_match")
+    assert doc["n"] == 20 and doc["min_detectable_diff"] > 0.3
+    assert any("only 20 test examples" in w and "--few-shot-cv" in w for w in doc["warnings"])
+
+
+def test_few_shot_folds_never_show_an_example_to_itself():
+    items = [ev.TestItem(i, i + 1, [{"role": "system", "content": "s"}, {"role": "user", "content": f"q{i}"}],
+                         f"a{i}", None) for i in range(12)]
+    items[3] = ev.TestItem(3, 4, [{"role": "user", "content": "q3"}], "", [{"name": "f", "arguments": {}}])
+    b_items, info = ev.few_shot_folds(items, 4, 2, seed=0)
+    assert info["folds"] == 4 and sum(info["fold_sizes"]) == 12 and info["shots_used_min"] == 2
+    for orig, it in zip(items, b_items):
+        shown = [m["content"] for m in it.prompt_messages[:-1] if m["role"] == "user"]
+        assert orig.prompt_messages[-1]["content"] not in shown  # never its own demonstration
+        assert it.prompt_messages[0]["role"] == "system" or orig.index == 3
+        assert it.prompt_messages[-1] == orig.prompt_messages[-1] and len(shown) == 2
+        assert "q3" not in shown  # a tool-call example is never a demonstration
+    with pytest.raises(ev.UsageError):
+        ev.few_shot_folds(items, 13, 2, seed=0)
+
+
+@pytest.mark.parametrize("flags", [["--few-shot-cv", "1", "--base-model", "m"],
+                                   ["--few-shot-cv", "3", "--predictions-a", "A"],
+                                   ["--predictions-a", "A", "--base-model", "m"],
+                                   ["--base-model", "m", "--general", "G"]])
+def test_mode_flag_combinations_are_usage_errors(tmp_path, flags):
+    test, a, _b = _qa_files(tmp_path)
+    flags = [str(a) if f == "A" else str(test) if f == "G" else f for f in flags]
+    cp = run_script("evaluate", "--test", test, *flags)
+    assert cp.returncode == 2 and cp.stderr.startswith("error: ") and "Traceback" not in cp.stderr

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_json, run_script
+from conftest import SCRIPTS, run_json, run_script
 
 torch = pytest.importorskip("torch")
 peft = pytest.importorskip("peft")
@@ -187,7 +187,7 @@ def test_help_ends_with_examples():
     cp = run_script("export_adapter", "--help")
     assert cp.returncode == 0
     tail = cp.stdout.strip().splitlines()[-3:]
-    assert all(ln.strip().startswith("python3 {baseDir}/scripts/export_adapter.py") for ln in tail)
+    assert all(ln.strip().startswith(f"python3 {SCRIPTS}/export_adapter.py") for ln in tail)
 
 
 # ----------------------------------------------------------------------------- warnings (library)

@@ -8,6 +8,7 @@ import stat
 
 import pytest
 
+from conftest import ROOT
 from finetune_kit import cli, jsonl, models
 from finetune_kit.errors import UsageError, require
 
@@ -95,7 +96,7 @@ def test_cli_unknown_flag_is_one_line(capsys):
 def test_help_ends_with_examples():
     parser = cli.make_parser("demo_x", "desc", cli.examples_for("demo_x", "a.jsonl", "b.jsonl --json"))
     text = parser.format_help().rstrip().splitlines()
-    assert text[-1].strip() == "python3 {baseDir}/scripts/demo_x.py b.jsonl --json"
+    assert text[-1].strip() == f"python3 {ROOT}/scripts/demo_x.py b.jsonl --json"   # the real path
     assert text[-3].strip() == "examples:"
 
 

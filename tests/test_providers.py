@@ -30,6 +30,7 @@ def _raw():
 def test_every_entry_is_dated_and_sourced():
     raw = _raw()
     entries = list(raw["gpu_specs"].values()) + [raw["throughput_reference"]]
+    entries += raw.get("inference_models", []) + raw.get("other_services", [])
     for p in raw["providers"]:
         entries.append(p)
         entries += p.get("models", []) + p.get("gpus", [])
@@ -38,6 +39,8 @@ def test_every_entry_is_dated_and_sourced():
         assert e.get("as_of") is not None and str(e["as_of"]).strip(), e
         assert isinstance(e.get("source"), str) and len(e["source"]) >= 3, e
         assert P.AS_OF_RE.match(str(e["as_of"])), e["as_of"]
+        # an original public page a user can open - never a team note
+        assert "facts-2026" not in e["source"] and ("http" in e["source"] or e["source"].startswith("n/a")), e
 
 
 def test_statuses_are_valid_and_every_null_price_is_explained(data):
@@ -54,7 +57,8 @@ def test_statuses_are_valid_and_every_null_price_is_explained(data):
 
 def test_covers_the_required_providers_and_facts(data):
     ids = {p.id for p in data.providers}
-    assert {"openai", "google-vertex", "aws-bedrock", "together", "fireworks", "runpod", "lambda"} <= ids
+    assert {"openai", "azure-openai", "google-vertex", "aws-bedrock", "together", "fireworks", "runpod",
+            "lambda"} <= ids
     oa = data.provider("openai")
     mini = data.offering(oa, "gpt-4.1-mini")
     assert (mini.training_price["sft"], mini.base_input_price, mini.base_output_price,
@@ -65,6 +69,25 @@ def test_covers_the_required_providers_and_facts(data):
     flash = data.offering(data.provider("vertex"), "gemini-2.5-flash")
     assert flash.training_price["sft"] == 5.00 and flash.limits.max_tokens_per_example == 131072
     assert flash.limits.max_examples == 1_000_000 and flash.limits.max_file_gb == 1
+    assert flash.retires == D(2026, 10, 16)
+    assert data.offering(data.provider("vertex"), "gemini-2.0-flash").retires <= D(2026, 6, 1)
+    assert {"gemini-3.5-flash", "gemini-3.5-flash-lite", "gemini-3.1-flash-lite"} <= {
+        m.id for m in data.provider("vertex").models}
+    az = data.provider("azure")
+    for mid, train, dep in (("gpt-4.1", D(2027, 4, 14), D(2027, 10, 14)), ("gpt-4.1-mini", D(2027, 4, 14), D(2027, 10, 14)),
+                            ("gpt-4o", D(2027, 4, 1), D(2027, 10, 1)), ("o4-mini", D(2027, 4, 16), D(2027, 10, 16))):
+        m = data.offering(az, mid)
+        assert (m.training_ends, m.retires, m.serving, m.hosting_per_hour) == (train, dep, "hosted", 1.70)
+    assert data.offering(az, "gpt-4.1-mini").fixed_monthly_cost() == pytest.approx(1.70 * 730)
+    assert data.offering(data.provider("bedrock"), "nova-2-lite").regions == ["us-east-1"]
+    t = data.provider("together")
+    assert [m.params_range_b for m in t.models][:2] == [(0, 16), (16.1, 69)]
+    assert data.offering(t, params_b=8).fixed_monthly_cost() == pytest.approx(3.99 * 730)
+    gone = {o.id: o for o in data.other_services}
+    assert gone["mistral"].status == gone["cohere"].status == "deprecated" and "2025-09-15" in gone["cohere"].note
+    assert {"tinker", "prime-intellect", "wandb-serverless-rl", "predibase"} <= set(gone)
+    oa_notes = " ".join(data.provider("openai").notes)
+    assert "Base-model access ends too" in oa_notes and "2027-01-14" in oa_notes
     llama = data.offering(data.provider("aws-bedrock"), "llama-3.1-8b")
     assert llama.serving == "provisioned" and llama.training_price["sft"] is None and llama.price_note
     gpus = {(p.id, g.id, g.tier): g.price_per_hour for p, g, _ in P.gpu_offers(data)}
@@ -96,6 +119,10 @@ def test_schema_rejects_undated_unsourced_or_unexplained_entries(tmp_path):
     m["ft_input_price"] = None
     m.pop("price_note", None)
     with pytest.raises(UsageError, match="price_note"):
+        P.load(_write(tmp_path, raw))
+    raw = _raw()
+    raw["providers"][0]["models"][0]["source"] = "facts-2026.md (team note)"
+    with pytest.raises(UsageError, match="original public URL"):
         P.load(_write(tmp_path, raw))
     raw = _raw()
     raw["providers"][-1]["gpus"][0]["id"] = "tpu-v9"
@@ -153,7 +180,7 @@ def test_lookups_aliases_tiers_and_errors(data):
     assert data.offering(t, "llama-3.1-70b").id == "lora-70b-100b"   # size read from the name
     assert data.offering(data.provider("fireworks"), params_b=16).id == "up-to-16b"
     assert data.offering(data.provider("fireworks"), params_b=16.05).id == "16b-80b"   # above 16B
-    assert data.offering(t, params_b=16.5).id == "lora-17b-69b"                        # gap: next tier up
+    assert data.offering(t, params_b=16.05).id == "lora-16b-69b"                       # gap: next tier up
     with pytest.raises(UsageError, match="no price tier"):
         data.offering(t, params_b=405)
     with pytest.raises(UsageError, match="unknown provider"):
@@ -173,15 +200,17 @@ def test_guides_match_the_data_file():
         text = (ROOT / g).read_text(encoding="utf-8")
         assert docs_tables.GEN_RE.search(text), f"{g} has no generated table"
         assert docs_tables.render(text, d) == text, (
-            f"{g} is out of date: run python3 scripts/finetune_kit/docs_tables.py --write")
+            f"{g} is out of date: run: cd scripts && python3 -m finetune_kit.docs_tables --write")
     assert "BEGIN EXAMPLE: worked" in (ROOT / "costs.md").read_text(encoding="utf-8")
 
 
 def test_generated_tables_contain_the_file_numbers():
     text = (ROOT / "costs.md").read_text(encoding="utf-8")
-    assert "| openai | `gpt-4.1-mini` | 0.40 / 1.60 | 0.80 / 3.20 | 2.0x / 2.0x |" in text
+    assert "| openai | `gpt-4.1-mini` | 0.40 / 1.60 | 0.80 / 3.20 | 0.100 / 0.200 | 2.0x / 2.0x | 0.00 |" in text
+    assert "| azure-openai | `gpt-4.1-mini` | 0.40 / 1.60 | 0.40 / 1.60 | 0.100 / 0.100 | 1.0x / 1.0x | 1,241.00 |" in text
     prov = (ROOT / "providers.md").read_text(encoding="utf-8")
-    assert "| 2027-01-06 | openai | no new fine-tuning jobs for anyone |" in prov
+    assert "| 2027-01-06 | openai | existing active customers can no longer create fine-tuning jobs" in prov
+    assert "| 2027-04-14 | azure-openai | training closes (no earlier than) for gpt-4.1, gpt-4.1-mini" in prov
     assert "**retired (2026-09-10)**" in prov
 
 
@@ -207,5 +236,86 @@ def test_generator_cli_check(tmp_path):
 
     cp = subprocess.run([sys.executable, str(ROOT / "scripts" / "finetune_kit" / "docs_tables.py"), "--check",
                          "--no-examples"], capture_output=True, text=True)
+    assert cp.returncode == 0, cp.stderr
+    assert "match" in cp.stdout
+
+
+# ---------------------------------------------------------------------- nothing retired is recommended
+
+def _retire_problems(d: P.DataFile) -> list[str]:
+    """Entries the skill would recommend on the file's own as_of whose retirement/closing date is already past."""
+    from finetune_kit import decide
+
+    out = []
+    for p, m, st in P.recommendable(d, d.as_of):
+        for when in (m.retires, m.training_ends, p.retires, p.training_ends):
+            if when is not None and when <= d.as_of:
+                out.append(f"{p.id}/{m.id} ({when})")
+    sug, _ = decide.suggest_providers(d, "none", d.as_of)
+    for s in sug:
+        for m in s["models"]:
+            o = d.offering(d.provider(s["provider"]), m["model"])
+            if o.retires and o.retires <= d.as_of:
+                out.append(f"suggested {s['provider']}/{o.id} ({o.retires})")
+    return out
+
+
+def test_no_recommendable_entry_retires_before_the_files_as_of(data):
+    assert _retire_problems(data) == []
+
+
+def test_the_retirement_check_fails_on_a_stale_entry(tmp_path):
+    """Move the file's as_of past OpenAI's shutdown but keep a hand-edited 'available' entry: caught."""
+    raw = _raw()
+    raw["as_of"] = "2027-02-01"
+    oa = next(p for p in raw["providers"] if p["id"] == "openai")
+    m = next(m for m in oa["models"] if m["id"] == "gpt-4.1-mini")
+    d = P.load(_write(tmp_path, raw))
+    assert _retire_problems(d) == []           # status logic excludes it ...
+    # ... and a bug that ignored retirement would be caught
+    real = P.recommendable
+    try:
+        P.recommendable = lambda d, on: [(p, mm, P.status_of(p, mm, on)) for p in d.providers for mm in p.models]
+        assert any("gpt-4.1-mini" in x for x in _retire_problems(d))
+    finally:
+        P.recommendable = real
+    assert m["retires"]
+
+
+def test_choosing_section_names_no_retired_model(data):
+    text = (ROOT / "providers.md").read_text(encoding="utf-8")
+    choosing = text[text.index("## Choosing"):text.index("## Refreshing the data")]
+    retired = {m.id for p in data.providers for m in p.models if P.status_of(p, m, data.as_of).status == "retired"
+               and not any(m.id == o.id for q in data.providers for o in q.models
+                           if P.status_of(q, o, data.as_of).status != "retired")}
+    assert retired >= {"gemini-2.5-flash-lite", "claude-3-haiku"}
+    for mid in retired:
+        assert f"`{mid}`" not in choosing and mid not in choosing, mid
+
+
+def test_current_model_lookup_and_stale_warning(data):
+    c = data.current_model("gpt-4.1")
+    assert (c.provider, c.input_price, c.cached_price, c.output_price) == ("openai", 2.00, 0.50, 8.00)
+    assert c.smaller == ["gpt-4.1-mini", "gpt-5.4-mini", "gpt-6-luna"] and c.status(D(2026, 11, 30)).status == "retiring"
+    assert data.current_model("azure/gpt-4.1-mini").provider == "azure-openai"
+    luna = data.current_model("gpt-6-luna")         # OpenAI's model page: $0.10 in, $0.01 cached, $0.50 out
+    assert (luna.provider, luna.input_price, luna.cached_price, luna.output_price) == ("openai", 0.10, 0.01, 0.50)
+    assert "developers.openai.com/api/docs/models/gpt-6-luna" in luna.source and "codersera" not in luna.source
+    mini = data.current_model("gpt-5.4-mini")
+    assert (mini.input_price, mini.cached_price, mini.output_price) == (0.75, 0.075, 4.50)
+    with pytest.raises(UsageError, match="--current-model"):
+        data.current_model("gpt-9")
+    assert data.gpu_id("rtx4090") == data.gpu_id("4090") == "rtx-4090" and data.gpu_id("H100") == "h100-sxm"
+    assert P.stale_warning(data, data.as_of) is None
+    assert P.stale_warning(data, D(2027, 2, 28)) is None                    # 90 days
+    assert "91 days old" in P.stale_warning(data, D(2027, 3, 1))
+
+
+def test_docs_tables_module_entry_point():
+    import subprocess
+    import sys
+
+    cp = subprocess.run([sys.executable, "-m", "finetune_kit.docs_tables", "--check", "--no-examples"],
+                        capture_output=True, text=True, cwd=ROOT / "scripts")
     assert cp.returncode == 0, cp.stderr
     assert "match" in cp.stdout

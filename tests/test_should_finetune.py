@@ -14,8 +14,8 @@ from finetune_kit import decide
 from finetune_kit import providers as P
 
 TODAY = "2026-11-23"
-KEYS = {"recommendation", "reasons", "answers", "providers", "excluded_providers", "warnings", "next_steps",
-        "thresholds", "judged_on", "data_as_of"}
+KEYS = {"recommendation", "reasons", "answers", "providers", "excluded_providers", "providers_shown",
+        "other_services", "warnings", "next_steps", "thresholds", "judged_on", "data_as_of"}
 
 
 def _rec(**kw) -> str:
@@ -56,6 +56,22 @@ def test_reasons_explain_the_rule():
     assert rec == "prompt" and "few-shot" in reasons[0]
 
 
+def test_each_answer_says_why_it_and_not_the_neighbour():
+    """Issue 17 item 3: 40 examples -> prompt at unknown volume, collect_data at 150k/month, with reasons
+    that differ and name the alternative they rule out."""
+    rec_a, ra = decide.recommend(decide.Answers(failure_mode="style", examples=40))
+    rec_b, rb = decide.recommend(decide.Answers(failure_mode="style", examples=40, monthly_requests=150_000))
+    assert (rec_a, rec_b) == ("prompt", "collect_data")
+    assert not set(ra) & set(rb)
+    assert ra[0].startswith("prompt, not fine_tune") and any(r.startswith("prompt, not collect_data") for r in ra)
+    assert rb[0].startswith("collect_data, not prompt") and "150,000" in rb[0]
+    assert any(r.startswith("collect_data, not fine_tune") for r in rb)
+    for kw in (dict(failure_mode="format", examples=300), dict(failure_mode="knowledge"),
+               dict(failure_mode="cost", examples=900), dict(examples=5), dict(failure_mode="task", examples=80)):
+        rec, reasons = decide.recommend(decide.Answers(**kw))
+        assert any(r.startswith(f"{rec}, not ") for r in reasons), (kw, reasons)
+
+
 # ---------------------------------------------------------------------- providers
 
 @pytest.fixture(scope="module")
@@ -68,11 +84,16 @@ def test_privacy_none_suggests_managed_and_self_hosted_never_retired(data):
     sug, exc = decide.suggest_providers(data, "none", on)
     ids = [s["provider"] for s in sug]
     assert {"google-vertex", "aws-bedrock", "together", "fireworks", "runpod", "lambda", "openai"} <= set(ids)
-    assert ids[-1] == "openai"                               # retiring goes last
-    oa = sug[-1]
+    assert {"openai", "azure-openai"} == set(ids[-2:])       # retiring goes last
+    oa = next(s for s in sug if s["provider"] == "openai")
     assert oa["status"] == "retiring (2027-01-06)" and any("2027-01-14" in w for w in oa["warnings"])
-    models = {m["model"] for s in sug for m in s["models"]}
-    assert "gpt-4.1-nano" not in models and "o4-mini" not in models and "claude-3-haiku" not in models
+    az = next(s for s in sug if s["provider"] == "azure-openai")
+    assert "already fine-tuned" in az["why"]               # Azure training is for existing customers only
+    models = {(s["provider"], m["model"]) for s in sug for m in s["models"]}
+    for gone in (("openai", "gpt-4.1-nano"), ("openai", "o4-mini"), ("aws-bedrock", "claude-3-haiku"),
+                 ("google-vertex", "gemini-2.5-flash"), ("google-vertex", "gemini-2.0-flash")):
+        assert gone not in models
+    assert ("azure-openai", "gpt-4.1-nano") in models      # Azure keeps its fine-tunes until 2027-10-14
     bedrock = next(s for s in sug if s["provider"] == "aws-bedrock")
     assert any("claude-3-haiku" in g for g in bedrock["retired_models"])
 
@@ -116,6 +137,49 @@ def test_json_document_and_next_steps():
     assert any("2027-01-14" in w for w in doc["warnings"])
     assert doc["answers"] == {"failure_mode": "format", "examples": 300, "monthly_requests": 50000.0,
                               "requirements_change": None, "privacy": "none", "budget": None}
+    # format: structured outputs / JSON-schema constrained decoding is the first thing to try
+    first = doc["next_steps"][0]
+    assert first["script"] is None and "structured outputs" in first["why"] and "JSON schema" in first["why"]
+    for tool in ("vLLM", "Ollama", "llama.cpp"):
+        assert tool in first["why"]
+    # the commands carry the user's own answers
+    est = next(s for s in doc["next_steps"] if s["script"] == "estimate_costs.py")
+    assert "--requests-per-month 50000" in est["command"] and "--current-model" in est["command"]
+    assert doc["providers_shown"] and doc["providers"]
+
+
+def test_no_provider_details_unless_fine_tuning_is_recommended_or_asked():
+    code, doc = run_json("should_finetune", "--failure-mode", "style", "--examples", "40", "--as-of", TODAY)
+    assert code == 0 and doc["recommendation"] == "prompt"
+    assert doc["providers"] == [] and doc["excluded_providers"] == [] and doc["providers_shown"] is False
+    cp = run_script("should_finetune", "--failure-mode", "style", "--examples", "40", "--json", "--as-of", TODAY)
+    assert len(cp.stdout) < 3000
+    code, doc = run_json("should_finetune", "--failure-mode", "style", "--examples", "40", "--show-providers",
+                         "--as-of", TODAY)
+    assert doc["providers_shown"] and {s["provider"] for s in doc["providers"]} >= {"google-vertex", "runpod"}
+    assert {o["id"] for o in doc["other_services"]} >= {"mistral", "cohere", "tinker"}
+
+
+def test_next_steps_carry_the_users_inputs():
+    code, doc = run_json("should_finetune", "--failure-mode", "cost", "--examples", "30", "--monthly-requests",
+                         "150000", "--privacy", "strict", "--as-of", TODAY)
+    assert doc["recommendation"] == "collect_data"
+    again = next(s for s in doc["next_steps"] if s["script"] == "should_finetune.py")
+    assert again["command"].endswith("should_finetune.py --failure-mode cost --examples 50 --monthly-requests "
+                                     "150000 --privacy strict")
+    est = next(s for s in doc["next_steps"] if s["script"] == "estimate_costs.py")
+    assert "--requests-per-month 150000" in est["command"]
+    code, doc = run_json("should_finetune", "--failure-mode", "knowledge", "--examples", "300",
+                         "--monthly-requests", "9000", "--as-of", TODAY)
+    later = next(s for s in doc["next_steps"] if s["script"] == "should_finetune.py")
+    assert "--examples 300 --monthly-requests 9000" in later["command"]
+
+
+def test_stale_data_file_warning():
+    code, doc = run_json("should_finetune", "--failure-mode", "format", "--examples", "300", "--as-of", "2027-03-10")
+    assert any("days old" in w for w in doc["warnings"])
+    code, doc = run_json("should_finetune", "--failure-mode", "format", "--examples", "300", "--as-of", TODAY)
+    assert not any("days old" in w for w in doc["warnings"])
 
 
 @pytest.mark.parametrize("args, rec", [
@@ -216,3 +280,17 @@ def test_interactive_end_of_input_exits_2():
     finally:
         os.close(master)
     assert proc.returncode == 2 and b"end of input" in err
+
+
+def test_small_data_is_measured_by_few_shot_cross_validation():
+    code, doc = run_json("should_finetune", "--failure-mode", "style", "--examples", "40")
+    assert code == 0 and doc["recommendation"] == "prompt"
+    ev = [s for s in doc["next_steps"] if s["script"] == "evaluate.py"]
+    assert len(ev) == 1 and "--few-shot-cv" in ev[0]["command"] and "40 examples" in ev[0]["why"]
+    code, doc = run_json("should_finetune", "--failure-mode", "format", "--examples", "400",
+                         "--monthly-requests", "200000")
+    assert doc["recommendation"] == "fine_tune"
+    steps = [s["script"] for s in doc["next_steps"]]
+    assert steps.index("evaluate.py") < steps.index("train_lora.py")  # baseline first
+    base = next(s for s in doc["next_steps"] if s["script"] == "evaluate.py")
+    assert "--output-dir eval/base" in base["command"] and "--adapter" not in base["command"]

@@ -6,6 +6,8 @@ import copy
 import json
 import random
 import shutil
+import subprocess
+import sys
 import socket
 import time
 from pathlib import Path
@@ -647,3 +649,17 @@ def test_lone_surrogates_do_not_break_the_report(tmp_path):
     by = {x["code"]: x for x in findings(doc)}
     assert by["tool_call_id_unknown"]["line"] == 3 and "\\ud899" in by["tool_call_id_unknown"]["message"]
     assert by["unknown_top_level_key"]["path"] == "x\\ud800"
+
+
+def test_cut_text_report_says_exactly_how_to_see_all(tmp_path):
+    p = tmp_path / "bad.jsonl"
+    p.write_text("not json\n" * 30)
+    cp = run_script("validate_jsonl", p, "--tokenizer", "none", "--max-errors", "3")
+    assert cp.returncode == 1
+    line = next(x for x in cp.stdout.splitlines() if x.startswith("first 3 of 30 errors"))
+    cmd = line.split("all of them: ", 1)[1].split(", or add --json")[0]
+    assert cmd.startswith("python3 ") and cmd.endswith(f"{p} --max-errors 30")
+    # the suggested command, run as printed, lists all 30
+    full = subprocess.run([sys.executable, *cmd.split()[1:]], capture_output=True, text=True)
+    listed = [x for x in full.stdout.splitlines() if x.lstrip().startswith("line ") and "[invalid_json]" in x]
+    assert len(listed) == 30 and "first " not in full.stdout

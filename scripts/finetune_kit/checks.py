@@ -185,6 +185,18 @@ def _check_chat(c: _Ctx, obj: dict) -> dict:
             n_assistant += 1
             if isinstance(m, dict) and m.get("weight", 1) != 0:
                 n_trainable += 1
+    if n_assistant and all(isinstance(m, dict) and m.get("role") in ROLES for m in msgs) \
+            and not any(m.get("role") == "user" for m in msgs):
+        c.warn("no_user_message", "no user message: the assistant answers nothing (system + assistant only)",
+               "add the user turn the answer responds to, or remove the line", "messages")
+    for i, m in enumerate(msgs):
+        if isinstance(m, dict) and m.get("role") == "assistant" and isinstance(m.get("content"), str) \
+                and len(m["content"]) >= REPEAT_MIN_CHARS:
+            unit = repeated_unit(m["content"])
+            if unit is not None:
+                c.warn("repetitive_content", f"the assistant text is one phrase repeated: {unit!r} ...",
+                       "a degenerate answer (a generation loop?) teaches the model to loop; fix or remove it",
+                       f"messages[{i}].content", i)
     if n_assistant == 0:
         c.err("no_assistant_message", "no assistant message: nothing to learn from this line",
               'add the answer the model should give as {"role": "assistant", "content": "..."}',
@@ -198,6 +210,24 @@ def _check_chat(c: _Ctx, obj: dict) -> dict:
                "end each example with the assistant turn you want the model to produce",
                f"messages[{len(msgs) - 1}]", len(msgs) - 1)
     return clean
+
+
+REPEAT_MIN_CHARS = 400      # shorter texts are not checked for repetition
+REPEAT_MIN_WORDS = 60
+REPEAT_MAX_DISTINCT = 0.1   # distinct word 4-grams / all 4-grams at or below this = one phrase repeated
+
+
+def repeated_unit(text: str) -> str | None:
+    """The repeated phrase (first 40 characters) when ``text`` is essentially one phrase repeated
+    many times (distinct word 4-grams <= 10 % of all), else None. Real long answers - lists, tables,
+    code - stay far above that (every row differs somewhere)."""
+    words = text.split()
+    if len(words) < REPEAT_MIN_WORDS:
+        return None
+    grams = [tuple(words[k:k + 4]) for k in range(len(words) - 3)]
+    if len(set(grams)) > REPEAT_MAX_DISTINCT * len(grams):
+        return None
+    return " ".join(words[:8])[:40]
 
 
 def _check_messages_field(c: _Ctx, obj: dict, key: str, path: str) -> list | None:
@@ -286,7 +316,8 @@ def _check_message(c: _Ctx, m: Any, i: int, path: str, declared: dict | None, st
         has_calls = _check_tool_calls(c, m["tool_calls"], i, f"{path}.tool_calls", declared, state,
                                       parallel)
 
-    _check_content(c, m, i, path, role, has_calls)
+    # a legacy function_call is the assistant's call: reported once (legacy_function_call), not as missing content
+    _check_content(c, m, i, path, role, has_calls or (role == "assistant" and isinstance(m.get("function_call"), dict)))
 
     if "name" in m and m["name"] is not None and not isinstance(m["name"], str):
         c.err("name_wrong_type", f"\"name\" is {_a(m['name'])}, not a string",

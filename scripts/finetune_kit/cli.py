@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 import time
 from dataclasses import dataclass, field
@@ -57,7 +58,11 @@ def make_parser(script: str, description: str, examples: Sequence[str], *,
 
 
 def examples_for(script: str, *args: str) -> list[str]:
-    return [f"python3 {{baseDir}}/scripts/{script}.py {a}".rstrip() for a in args]
+    """Copy-paste examples with this skill's real path (SKILL.md writes it as {baseDir})."""
+    from .bootstrap import SCRIPTS_DIR
+
+    path = shlex.quote(str(SCRIPTS_DIR / f"{script}.py"))
+    return [f"python3 {path} {a}".rstrip() for a in args]
 
 
 # ---------------------------------------------------------------- argparse value types
@@ -108,6 +113,8 @@ def run(parser: argparse.ArgumentParser, handler: Callable[[argparse.Namespace],
         code = 130
     except BrokenPipeError:
         code = 0
+    except ImportError as exc:   # a missing package is "could not run" (2), also with --debug
+        err, code = _import_error(exc, script, getattr(args, "debug", False)), 2
     except Exception as exc:  # noqa: BLE001 - the contract: never a traceback without --debug
         if getattr(args, "debug", False):
             raise
@@ -120,6 +127,20 @@ def run(parser: argparse.ArgumentParser, handler: Callable[[argparse.Namespace],
             print(json.dumps({"error": line, "exit_code": code}))
     _audit(args, script, argv, result, code, err, time.time() - started)
     return code
+
+
+def _import_error(exc: ImportError, script: str, debug: bool) -> str:
+    from .bootstrap import missing_line, setup_command
+
+    name = getattr(exc, "name", None) or ""
+    if isinstance(exc, ModuleNotFoundError) and name and not name.startswith("finetune_kit"):
+        return missing_line(name, script=script)
+    if debug:   # a broken or too old package: the traceback helps, the exit code stays 2
+        import traceback
+
+        traceback.print_exc()
+    return (f"{script}: a package failed to import ({type(exc).__name__}: {exc}); "
+            f"repair the environment with: {setup_command()}")
 
 
 def _emit(args: argparse.Namespace, result: Result) -> None:
@@ -152,12 +173,42 @@ def _audit(args, script, argv, result, code, err, seconds) -> None:
 
 def progress(iterable: Iterable | None = None, *, total: int | None = None, desc: str = "",
              unit: str = "it", **kw):
-    """A tqdm progress bar on stderr, shown only when stderr is a terminal."""
-    from tqdm.auto import tqdm
+    """A tqdm progress bar on stderr, shown only when stderr is a terminal (and tqdm is installed)."""
+    show = sys.stderr.isatty() and os.environ.get("FT_NO_PROGRESS") != "1"
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:   # optional: no bar, same iteration
+        show = False
+    if not show:
+        return _NoBar(iterable, total)
+    return tqdm(iterable, total=total, desc=desc, unit=unit, file=sys.stderr, leave=False, **kw)
 
-    return tqdm(iterable, total=total, desc=desc, unit=unit, file=sys.stderr,
-                disable=not sys.stderr.isatty() or os.environ.get("FT_NO_PROGRESS") == "1",
-                leave=False, **kw)
+
+class _NoBar:
+    """What progress() returns when no bar is shown: iterates, and ignores tqdm's calls."""
+
+    def __init__(self, iterable=None, total=None):
+        self.iterable, self.total, self.n = iterable, total, 0
+
+    def __iter__(self):
+        return iter(self.iterable if self.iterable is not None else ())
+
+    def __len__(self):
+        return len(self.iterable) if self.total is None else self.total
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def update(self, n=1):
+        self.n += n
+
+    def __getattr__(self, name):   # set_postfix, set_description, close, refresh, write ...
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return lambda *a, **k: None
 
 
 def use_color() -> bool:

@@ -27,7 +27,7 @@ from typing import Any, Optional
 from . import providers as P
 from .errors import UsageError
 
-HOURS_PER_MONTH = 730.0          # 8,760 hours a year / 12
+HOURS_PER_MONTH = P.HOURS_PER_MONTH   # 8,760 hours a year / 12
 DAYS_PER_MONTH = 365.25 / 12
 GIB_PER_GB = 1e9 / 2**30
 BF16_BYTES_PER_PARAM = 2
@@ -150,6 +150,13 @@ def roi(*, training_tokens: float | None, epochs: int, train_price: float | None
 
 # ---------------------------------------------------------------------- self-hosted estimate
 
+LOAD_GB_PER_S = 1.0        # reading bf16 weights from local disk/cache into the GPU (conservative)
+STARTUP_S = 120.0          # process start, CUDA init, tokenizer, dataset preparation
+EVAL_SPEEDUP = 3.0         # forward-only evaluation vs forward+backward training (FLOPs ratio ~1/3)
+DEFAULT_EVALS = 10         # evaluations per run (train_lora.py derives ~10 from the step count)
+DEFAULT_EVAL_SHARE = 0.10  # held-out tokens per evaluation = 10 % of the training tokens per epoch
+
+
 def lora_plan(d: P.DataFile, gpu_id: str, params_b: float) -> dict[str, Any]:
     """Throughput and memory of a single-GPU LoRA (or QLoRA when LoRA does not fit).
 
@@ -175,20 +182,69 @@ def lora_plan(d: P.DataFile, gpu_id: str, params_b: float) -> dict[str, Any]:
             "bf16_serving_fits": serve_gb <= spec.vram_gb}
 
 
+def training_hours(*, params_b: float, training_tokens: float | None, epochs: int, tokens_per_s: float | None,
+                   eval_tokens: float | None = None, evals: int = DEFAULT_EVALS) -> dict[str, float | None]:
+    """Wall-clock hours of one LoRA run: model load + training + evaluations.
+
+    load = bf16 weights (2 bytes/param) / 1 GB/s + 120 s start-up; train = tokens x epochs / tokens/s;
+    eval = evals x held-out tokens / (3 x tokens/s) (forward only). Held-out tokens default to 10 % of
+    the training tokens per epoch.
+    """
+    if not tokens_per_s or training_tokens is None:
+        return {"load": None, "train": None, "eval": None, "total": None}
+    load = (params_b * BF16_BYTES_PER_PARAM / LOAD_GB_PER_S + STARTUP_S) / 3600
+    train = training_tokens * epochs / tokens_per_s / 3600
+    held = eval_tokens if eval_tokens is not None else training_tokens * DEFAULT_EVAL_SHARE
+    ev = evals * held / (tokens_per_s * EVAL_SPEEDUP) / 3600
+    return {"load": load, "train": train, "eval": ev, "total": load + train + ev}
+
+
+def own_gpu_price(d: P.DataFile, gpu_id: str, gpu_price: float | None, power_price: float | None,
+                  watts: float | None = None) -> tuple[float | None, str]:
+    """USD per hour of one GPU you own: amortised price (--gpu-price) + power (--power-price x board watts)."""
+    if gpu_price is None and power_price is None:
+        return None, ""
+    parts, total = [], 0.0
+    if gpu_price is not None:
+        total += gpu_price
+        parts.append(f"${gpu_price:g}/h amortised")
+    if power_price is not None:
+        w = watts or d.gpu_specs[gpu_id].tdp_watts
+        if w is None:
+            raise UsageError(f"no board power known for {gpu_id}; pass --gpu-watts W with --power-price")
+        total += power_price * w / 1000
+        parts.append(f"{w:g} W x ${power_price:g}/kWh")
+    return total, " + ".join(parts)
+
+
 def self_hosted_options(d: P.DataFile, *, params_b: float, training_tokens: float | None, epochs: int,
                         base_cost_per_request: float | None, requests_per_month: float | None,
-                        gpu_price: float | None = None, throughput: float | None = None,
+                        gpu: str | None = None, gpu_price: float | None = None, power_price: float | None = None,
+                        gpu_watts: float | None = None, throughput: float | None = None,
+                        eval_tokens: float | None = None, evals: int = DEFAULT_EVALS,
                         on: _dt.date | None = None) -> list[dict[str, Any]]:
-    """One row per priced GPU offer (rental, or own hardware when --gpu-price is given)."""
+    """One row per priced GPU offer: rentals from the data file, and your own GPU (``gpu``) when priced.
+
+    ``gpu_price``/``power_price`` price only your own ``gpu``, never a rental row.
+    """
     rows = []
-    for p, g, spec in P.gpu_offers(d, include_unpriced=gpu_price is not None):
-        price = g.price_per_hour
-        origin = "data"
-        if price is None:
-            price, origin = gpu_price, "override"
+    for p, g, spec in P.gpu_offers(d, include_unpriced=True):
+        if gpu is not None and g.id != gpu:
+            continue
+        if g.price_per_hour is not None:
+            price, origin, how = g.price_per_hour, "data", None
+        elif p.kind == "own_hardware" and gpu is not None:
+            price, how = own_gpu_price(d, g.id, gpu_price, power_price, gpu_watts)
+            origin = "override"
+            if price is None:
+                continue
+        else:
+            continue
         plan = lora_plan(d, g.id, params_b)
         tps = throughput if throughput else plan["tokens_per_s"]
-        hours = (training_tokens * epochs / tps / 3600) if (tps and training_tokens is not None) else None
+        hrs = training_hours(params_b=params_b, training_tokens=training_tokens, epochs=epochs,
+                             tokens_per_s=tps, eval_tokens=eval_tokens, evals=evals)
+        hours = hrs["total"]
         train_cost = hours * price if hours is not None else None
         fixed = price * HOURS_PER_MONTH
         m_base = base_cost_per_request * requests_per_month if (
@@ -200,12 +256,15 @@ def self_hosted_options(d: P.DataFile, *, params_b: float, training_tokens: floa
         st = P.provider_status(p, on)
         rows.append({
             "provider": p.id, "gpu": g.id, "gpu_name": spec.name, "tier": g.tier,
-            "price_per_hour": price, "price_origin": origin, "as_of": g.as_of, "source": g.source,
+            "price_per_hour": _r(price, 4), "price_origin": origin, "price_basis": how,
+            "as_of": g.as_of, "source": g.source,
             "method": plan["method"], "fits": plan["fits"], "memory_gib": plan["memory_gib"],
             "vram_gib": plan["vram_gib"], "bf16_serving_fits": plan["bf16_serving_fits"],
             "tokens_per_s": _r(tps, 1) if tps else None,
             "throughput_origin": "override" if throughput else "derived",
-            "training_hours": _r(hours, 3), "training_cost": _r(train_cost, 4),
+            "training_hours": _r(hours, 3),
+            "hours_breakdown": {k: _r(v, 3) for k, v in hrs.items() if k != "total"},
+            "training_cost": _r(train_cost, 4),
             "fixed_monthly_cost": _r(fixed, 2), "monthly_base_cost": _r(m_base, 4),
             "monthly_savings": _r(m_save, 4), "break_even_months": _r(be_months, 4),
             "pays_back": (be_months is not None) if (m_save is not None and train_cost is not None) else None,
@@ -233,6 +292,8 @@ class Workload:
     max_tokens_per_example: Optional[int] = None
     tokenizer: Optional[str] = None
     counted_from: Optional[list[str]] = None
+    eval_tokens: Optional[int] = None
+    evals: int = DEFAULT_EVALS
 
 
 @dataclass
@@ -245,8 +306,12 @@ class Overrides:
     base_cached_price: Optional[float] = None
     ft_cached_price: Optional[float] = None
     fixed_monthly_cost: Optional[float] = None
+    gpu: Optional[str] = None
     gpu_price: Optional[float] = None
+    power_price: Optional[float] = None
+    gpu_watts: Optional[float] = None
     throughput: Optional[float] = None
+    current_model: Optional[str] = None
 
 
 PRICE_FLAGS = {"train_price": "--train-price", "base_input_price": "--base-input-price",
@@ -270,37 +335,79 @@ def _price(name: str, data_value: float | None, override: float | None, entry, u
     return data_value
 
 
+@dataclass
+class Baseline:
+    """Today's model: what every request costs before any change."""
+
+    label: str
+    origin: str                      # current_model | flags | offering | none
+    input_price: Optional[float]
+    cached_price: Optional[float]
+    output_price: Optional[float]
+    smaller: list[str]
+    status: Optional[P.Status] = None
+    as_of: Optional[str] = None
+    source: Optional[str] = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"model": self.label, "origin": self.origin, "input_price": self.input_price,
+                "cached_price": self.cached_price, "output_price": self.output_price,
+                "status": self.status.label if self.status else None, "as_of": self.as_of, "source": self.source}
+
+
+def resolve_baseline(d: P.DataFile, p: P.Provider | None, m: P.Offering | None, ov: Overrides,
+                     on: _dt.date, assumptions: list) -> Baseline:
+    """--base-*-price flags > --current-model > the fine-tuned offering's own base model."""
+    if ov.current_model:
+        c = d.current_model(ov.current_model)
+        b = Baseline(f"{c.provider}/{c.id}", "current_model", c.input_price, c.cached_price, c.output_price,
+                     list(c.smaller), c.status(on), c.as_of, c.source)
+    elif m is not None and p is not None:
+        b = Baseline(f"{p.id}/{m.id} (its own base model)", "offering", m.base_input_price, m.base_cached_price,
+                     m.base_output_price, list(m.smaller), P.status_of(p, m, on), m.as_of, m.source)
+    else:
+        b = Baseline("command line", "flags", None, None, None, [])
+    label = b.label
+    for f, attr in (("base_input_price", "input_price"), ("base_output_price", "output_price"),
+                    ("base_cached_price", "cached_price")):
+        b_val = getattr(b, attr)
+        v = _price(f, b_val, getattr(ov, f), b, "$ per 1M tokens", assumptions, f"baseline {label}")
+        if getattr(ov, f) is not None and b.origin != "flags" and not b.origin.endswith("+flags"):
+            b.origin += "+flags"
+        setattr(b, attr, v)
+    if b.label == "command line" and b.input_price is None:
+        b.origin = "none"
+    return b
+
+
 def resolve_prices(p: P.Provider | None, m: P.Offering | None, method: str, ov: Overrides,
                    assumptions: list) -> dict[str, float | None]:
+    """Training, fine-tuned inference and fixed serving prices of the offering to price."""
     label = f"{p.id}/{m.id}" if p and m else "custom"
     out = {}
     out["train_price"] = _price("train_price", m.training_price.get(method) if m else None, ov.train_price,
                                 m, "$ per 1M training tokens", assumptions, label)
-    for f in P.PRICE_FIELDS:
-        out[f] = _price(f, getattr(m, f) if m else None, getattr(ov, f), m, "$ per 1M tokens",
-                        assumptions, label)
-    for f in ("base_cached_price", "ft_cached_price"):
-        v = getattr(ov, f)
-        out[f] = v
-        if v is not None:
-            assumptions.append({"name": f, "value": v, "unit": "$ per 1M cached input tokens",
-                                "origin": "override", "flag": PRICE_FLAGS[f], "as_of": None,
-                                "source": "command line", "applies_to": label})
-    # fixed monthly serving cost: zero for per-token serving, unknown for dedicated/provisioned
+    for f in ("ft_input_price", "ft_output_price", "ft_cached_price"):
+        out[f] = _price(f, getattr(m, f) if m else None, getattr(ov, f), m, "$ per 1M tokens", assumptions, label)
+    # fixed monthly serving cost: 0 for per-token, hosting x 730 h for hosted/dedicated, unknown for provisioned
     if ov.fixed_monthly_cost is not None:
         out["fixed_monthly_cost"] = ov.fixed_monthly_cost
         assumptions.append({"name": "fixed_monthly_cost", "value": ov.fixed_monthly_cost, "unit": "$ per month",
                             "origin": "override", "flag": "--fixed-monthly-cost", "as_of": None,
                             "source": "command line", "applies_to": label})
-    elif m is None or m.serving == "per_token":
+    elif m is None:
         out["fixed_monthly_cost"] = 0.0
     else:
-        out["fixed_monthly_cost"] = None
-        assumptions.append({"name": "fixed_monthly_cost", "value": None, "unit": "$ per month",
-                            "origin": "missing", "as_of": m.as_of, "source": m.source,
-                            "note": f"{m.serving} serving ({m.serving_unit or 'billed while running'}); "
-                                    f"price not in the data file - pass --fixed-monthly-cost",
-                            "applies_to": label})
+        fixed = m.fixed_monthly_cost()
+        out["fixed_monthly_cost"] = fixed
+        if m.serving != "per_token":
+            assumptions.append({
+                "name": "fixed_monthly_cost", "value": _r(fixed, 2), "unit": "$ per month",
+                "origin": "data" if fixed is not None else "missing", "as_of": m.as_of, "source": m.source,
+                "note": (f"{m.serving} serving: ${m.hosting_per_hour:g}/h x {m.hosting_gpus} x {HOURS_PER_MONTH:g} h"
+                         + (f" ({m.hosting_unit})" if m.hosting_unit else "")) if fixed is not None else
+                        f"{m.serving} serving price not in the data file - pass --fixed-monthly-cost",
+                "applies_to": label})
     return out
 
 
@@ -320,85 +427,91 @@ def _limit_warnings(p: P.Provider, m: P.Offering, w: Workload) -> list[str]:
     return out
 
 
-def estimate(d: P.DataFile, w: Workload, *, provider: str | None, model: str | None,
-             ov: Overrides, on: _dt.date, compare: bool = False) -> tuple[dict[str, Any], int]:
-    """The estimate_costs document and its exit code (1 when the chosen offering is retired)."""
-    assumptions: list[dict[str, Any]] = []
-    warnings: list[str] = []
-    exit_code = 0
-    p = m = None
-    status = None
-    if provider:
-        p = d.provider(provider)
-        if p.kind != "managed":
-            raise UsageError(f"{p.id} is GPU rental/own hardware: its numbers are in the self_hosted "
-                             f"section; pick a managed --provider for the API comparison, or omit it")
-        m = d.offering(p, model, params_b=w.params_b if w.params_source == "flag" else None)
-        st = P.status_of(p, m, on)
-        status = st.to_json()
-        warnings.extend(st.warnings)
+def prompt_only_rows(d: P.DataFile, b: Baseline, w: Workload, on: _dt.date,
+                     extra: list[tuple[str, str]] = ()) -> list[dict[str, Any]]:
+    """Switch to a smaller/newer model with the SAME long prompt and no fine-tune: the saving that needs
+    no training. Candidates: the baseline's ``smaller`` list and ``extra`` (provider, model) pairs."""
+    base_cpr = request_cost(w.base_prompt_tokens, w.output_tokens, b.input_price, b.output_price,
+                            cached_share=w.cached_share, cached_price=b.cached_price)
+    R = w.requests_per_month
+    seen, rows = set(), []
+    names = [f"{pv}/{mid}" for pv, mid in extra] + list(b.smaller)
+    for name in names:
+        try:
+            c = d.current_model(name)
+        except UsageError:
+            continue
+        key = (c.provider, c.id)
+        if key in seen or f"{c.provider}/{c.id}" == b.label:
+            continue
+        seen.add(key)
+        st = c.status(on)
         if st.status == "retired":
-            exit_code = 1
-        warnings.extend(_limit_warnings(p, m, w))
-        if w.params_source == "default":
-            size = m.params_b or (P._size_from_name(model.lower()) if (model and m.params_range_b) else None)
-            if size:
-                w.params_b, w.params_source = size, "model"
-    elif model:
-        raise UsageError("--model needs --provider")
+            continue
+        cpr = request_cost(w.base_prompt_tokens, w.output_tokens, c.input_price, c.output_price,
+                           cached_share=w.cached_share, cached_price=c.cached_price)
+        monthly = cpr * R if cpr is not None and R is not None else None
+        m_base = base_cpr * R if base_cpr is not None and R is not None else None
+        rows.append({"provider": c.provider, "model": c.id, "kind": "prompt_only", "status": st.label,
+                     "cost_per_request": _r(cpr, 8), "monthly_cost": _r(monthly, 4),
+                     "monthly_savings": _r(m_base - monthly, 4) if m_base is not None and monthly is not None else None,
+                     "note": "same prompt, no fine-tune: re-test quality on your held-out set before switching",
+                     "as_of": c.as_of, "source": c.source})
+    return rows
 
-    prices = resolve_prices(p, m, w.method, ov, assumptions)
-    main = roi(training_tokens=w.training_tokens, epochs=w.epochs, train_price=prices["train_price"],
-               base_prompt_tokens=w.base_prompt_tokens, ft_prompt_tokens=w.ft_prompt_tokens,
-               output_tokens=w.output_tokens, base_input_price=prices["base_input_price"],
-               base_output_price=prices["base_output_price"], ft_input_price=prices["ft_input_price"],
-               ft_output_price=prices["ft_output_price"], requests_per_month=w.requests_per_month,
-               cached_share=w.cached_share, base_cached_price=prices["base_cached_price"],
-               ft_cached_price=prices["ft_cached_price"], fixed_monthly_cost=prices["fixed_monthly_cost"])
-    have_roi_input = p is not None or any(v is not None for v in (ov.train_price, ov.ft_input_price))
-    if not have_roi_input:
-        for k in list(main):
-            if k not in ("requests_per_month", "base_cost_per_request", "monthly_base_cost"):
-                main[k] = None
 
-    if w.cached_share and prices["base_cached_price"] is None:
-        warnings.append("--cached-share is set but the data file has no cached-input prices: cached "
-                        "tokens are billed at the full input price (pass --base-cached-price/--ft-cached-price)")
+def _months_left(status: dict | None, on: _dt.date) -> float | None:
+    if status and status["retires"] and status["status"] != "retired":
+        return round((_dt.date.fromisoformat(status["retires"]) - on).days / DAYS_PER_MONTH, 2)
+    return None
+
+
+def _estimate_warnings(w: Workload, b: Baseline, prices: dict, main: dict, have_roi_input: bool,
+                       status: dict | None, months_left: float | None, po_rows: list[dict]) -> list[str]:
+    """Warnings about the numbers themselves: missing cached prices, a dearer fine-tune, a shutdown before
+    break-even, and a prompt-only switch that saves as much as fine-tuning."""
+    out = []
+    if w.cached_share and (b.cached_price is None or (have_roi_input and prices["ft_cached_price"] is None)):
+        out.append("--cached-share is set but a cached-input price is missing (baseline or fine-tuned): "
+                   "those cached tokens are billed at the full input price (pass --base-cached-price/"
+                   "--ft-cached-price)")
     if have_roi_input and main["training_cost"] is None and w.training_tokens is None:
-        warnings.append("no training data size: pass --train FILE or --training-tokens N for the training cost")
+        out.append("no training data size: pass --train FILE or --training-tokens N for the training cost")
     if (main["base_cost_per_request"] is not None and main["ft_cost_per_request"] is not None
             and main["ft_cost_per_request"] > main["base_cost_per_request"]):
-        warnings.append("the fine-tuned model costs MORE per request than the base model "
-                        f"({money(main['ft_cost_per_request'], True)} vs {money(main['base_cost_per_request'], True)}): "
-                        "fine-tuned token prices are higher, so savings only come from a much shorter prompt")
-    months_left = None
-    if status and status["retires"] and status["status"] != "retired":
-        months_left = round((_dt.date.fromisoformat(status["retires"]) - on).days / DAYS_PER_MONTH, 2)
+        out.append("the fine-tuned model costs MORE per request than the base model "
+                   f"({money(main['ft_cost_per_request'], True)} vs {money(main['base_cost_per_request'], True)}): "
+                   "fine-tuned token prices are higher, so savings only come from a much shorter prompt")
+    if months_left is not None:
         bem = main["break_even_months"]
         if bem is None or bem > months_left:
-            warnings.append(f"does not pay back before the shutdown on {status['retires']} "
-                            f"({months_left} months away)" + ("" if bem is None else f"; break-even needs {bem} months"))
+            out.append(f"does not pay back before the shutdown on {status['retires']} "
+                       f"({months_left} months away)" + ("" if bem is None else f"; break-even needs {bem} months"))
+    if po_rows and main["monthly_savings"] is not None:
+        best = max(po_rows, key=lambda r: r["monthly_savings"] if r["monthly_savings"] is not None else -1e18)
+        if best["monthly_savings"] is not None and best["monthly_savings"] >= main["monthly_savings"]:
+            out.append(f"switching to {best['provider']}/{best['model']} with the same prompt and NO fine-tune "
+                       f"saves {money(best['monthly_savings'])}/month, at least as much as fine-tuning "
+                       f"({money(main['monthly_savings'])}): measure its quality first")
+    return out
 
-    # epochs / tokens / workload assumptions
-    assumptions.append({"name": "epochs", "value": w.epochs, "origin": w.epochs_source,
+
+def _assumptions_for(d: P.DataFile, w: Workload, params_b: float) -> list[dict[str, Any]]:
+    """How the workload and the self-hosted estimate were derived (epochs, tokens, throughput, hours)."""
+    out: list[dict[str, Any]] = []
+    out.append({"name": "epochs", "value": w.epochs, "origin": w.epochs_source,
                         "note": "OpenAI heuristic: 3; if n*3 < 100 then min(25, 100 // n); if n*3 > 25000 "
                                 "then max(1, 25000 // n)" if w.epochs_source.startswith("auto") else None})
     if w.training_tokens is not None:
-        assumptions.append({"name": "training_tokens_per_epoch", "value": w.training_tokens,
+        out.append({"name": "training_tokens_per_epoch", "value": w.training_tokens,
                             "origin": "counted" if w.counted_from else "flag", "tokenizer": w.tokenizer,
                             "files": w.counted_from})
     for name, val in (("base_prompt_tokens", w.base_prompt_tokens), ("ft_prompt_tokens", w.ft_prompt_tokens),
                       ("output_tokens", w.output_tokens), ("cached_share", w.cached_share)):
-        assumptions.append({"name": name, "value": val, "origin": "flag"})
+        out.append({"name": name, "value": val, "origin": "flag"})
 
-    # self-hosted alternative
-    params_b = w.params_b
-    sh_rows = self_hosted_options(d, params_b=params_b, training_tokens=w.training_tokens, epochs=w.epochs,
-                                  base_cost_per_request=main["base_cost_per_request"],
-                                  requests_per_month=w.requests_per_month, gpu_price=ov.gpu_price,
-                                  throughput=ov.throughput, on=on)
     ref = d.throughput_reference
-    assumptions.append({
+    out.append({
         "name": "self_hosted_throughput", "origin": "derived",
         "value": f"{ref.lora_tokens_per_s:g} tok/s x (GPU TFLOPS / {d.gpu_specs[ref.gpu].peak_bf16_tflops:g}) "
                  f"x ({ref.params_b:g}B / {params_b:g}B)",
@@ -407,14 +520,95 @@ def estimate(d: P.DataFile, w: Workload, *, provider: str | None, model: str | N
                  f"tok/s, {ref.qlora_memory_gib:g} GiB); scaling by peak TFLOPS assumes the same utilisation, "
                  f"so faster GPUs are estimated optimistically - measure with train_lora.py and pass --throughput"),
         "as_of": ref.as_of, "source": ref.source})
-    assumptions.append({"name": "self_hosted_params_b", "value": params_b, "origin": w.params_source})
-    assumptions.append({"name": "self_hosted_serving", "value": HOURS_PER_MONTH, "unit": "GPU-hours per month",
+    out.append({"name": "self_hosted_training_hours", "origin": "derived",
+                        "value": "model load + training + evaluations",
+                        "note": (f"load = {BF16_BYTES_PER_PARAM} bytes/param / {LOAD_GB_PER_S:g} GB/s + "
+                                 f"{STARTUP_S:g} s; evaluations = {w.evals} x held-out tokens "
+                                 f"({'--eval-tokens' if w.eval_tokens is not None else f'{DEFAULT_EVAL_SHARE:.0%} of the training tokens'})"
+                                 f" at {EVAL_SPEEDUP:g}x the training throughput (forward only)")})
+    out.append({"name": "self_hosted_params_b", "value": params_b, "origin": w.params_source})
+    out.append({"name": "self_hosted_serving", "value": HOURS_PER_MONTH, "unit": "GPU-hours per month",
                         "origin": "derived", "note": "one GPU of the same type running 24/7 serves the load "
                                                      "(capacity not checked); marginal cost per token ~0"})
+    return out
+
+
+def _target(d: P.DataFile, provider: str | None, model: str | None, w: Workload, on: _dt.date,
+            warnings: list[str]) -> tuple[P.Provider | None, P.Offering | None, dict | None, int]:
+    """The offering to fine-tune (or none), its status, and exit code 1 when it is retired."""
+    if not provider:
+        if model:
+            raise UsageError("--model needs --provider")
+        return None, None, None, 0
+    p = d.provider(provider)
+    if p.kind != "managed":
+        raise UsageError(f"{p.id} is GPU rental/own hardware: its numbers are in the self_hosted "
+                         f"section; pick a managed --provider for the API comparison, or use --gpu ID")
+    m = d.offering(p, model, params_b=w.params_b if w.params_source == "flag" else None)
+    st = P.status_of(p, m, on)
+    warnings.extend(st.warnings)
+    warnings.extend(_limit_warnings(p, m, w))
+    if w.params_source == "default":
+        size = m.params_b or (P._size_from_name(model.lower()) if (model and m.params_range_b) else None)
+        if size:
+            w.params_b, w.params_source = size, "model"
+    return p, m, st.to_json(), 1 if st.status == "retired" else 0
+
+
+def _baseline_warnings(b: Baseline, p: P.Provider | None, m: P.Offering | None, ov: Overrides) -> list[str]:
+    out = []
+    if b.status is not None and b.origin.startswith("current_model") and b.status.status != "available":
+        out.append(f"today's model {b.label} is {b.status.label}: "
+                   + ("it no longer answers - the baseline is what you would pay if it did"
+                      if b.status.status == "retired" else
+                      "you must move off it by then whether or not you fine-tune"))
+    if p is not None and not ov.current_model and b.origin == "offering":
+        out.append(f"no --current-model: the baseline is {p.id}/{m.id}'s own base price; if you run a "
+                   f"bigger model today (e.g. gpt-4.1), pass --current-model NAME so the savings are "
+                   f"measured against what you actually pay")
+    return out
+
+
+def estimate(d: P.DataFile, w: Workload, *, provider: str | None, model: str | None,
+             ov: Overrides, on: _dt.date, compare: bool = False) -> tuple[dict[str, Any], int]:
+    """The estimate_costs document and its exit code (1 when the chosen offering is retired)."""
+    assumptions: list[dict[str, Any]] = []
+    warnings: list[str] = []
+    p, m, status, exit_code = _target(d, provider, model, w, on, warnings)
+    b = resolve_baseline(d, p, m, ov, on, assumptions)
+    warnings.extend(_baseline_warnings(b, p, m, ov))
+    prices = resolve_prices(p, m, w.method, ov, assumptions)
+    main = roi(training_tokens=w.training_tokens, epochs=w.epochs, train_price=prices["train_price"],
+               base_prompt_tokens=w.base_prompt_tokens, ft_prompt_tokens=w.ft_prompt_tokens,
+               output_tokens=w.output_tokens, base_input_price=b.input_price,
+               base_output_price=b.output_price, ft_input_price=prices["ft_input_price"],
+               ft_output_price=prices["ft_output_price"], requests_per_month=w.requests_per_month,
+               cached_share=w.cached_share, base_cached_price=b.cached_price,
+               ft_cached_price=prices["ft_cached_price"], fixed_monthly_cost=prices["fixed_monthly_cost"])
+    have_roi_input = p is not None or any(v is not None for v in (ov.train_price, ov.ft_input_price))
+    if not have_roi_input:
+        for k in list(main):
+            if k not in ("requests_per_month", "base_cost_per_request", "monthly_base_cost"):
+                main[k] = None
+
+    months_left = _months_left(status, on)
+    extra = [(p.id, m.id)] if (p is not None and m is not None and b.origin.startswith("current_model")) else []
+    po_rows = prompt_only_rows(d, b, w, on, extra) if w.base_prompt_tokens is not None else []
+    warnings.extend(_estimate_warnings(w, b, prices, main, have_roi_input, status, months_left, po_rows))
+
+    # self-hosted alternative
+    params_b = w.params_b
+    sh_rows = self_hosted_options(d, params_b=params_b, training_tokens=w.training_tokens, epochs=w.epochs,
+                                  base_cost_per_request=main["base_cost_per_request"],
+                                  requests_per_month=w.requests_per_month, gpu=ov.gpu, gpu_price=ov.gpu_price,
+                                  power_price=ov.power_price, gpu_watts=ov.gpu_watts, throughput=ov.throughput,
+                                  eval_tokens=w.eval_tokens, evals=w.evals, on=on)
+    assumptions.extend(_assumptions_for(d, w, params_b))
     doc: dict[str, Any] = {
         "provider": p.id if p else None, "model": m.id if m else None, "method": w.method,
         "judged_on": on.isoformat(), "data_as_of": d.as_of.isoformat(),
         "status": status,
+        "baseline": b.to_json(),
         "training": {"tokens_per_epoch": w.training_tokens, "examples": w.examples, "epochs": w.epochs,
                      "epochs_source": w.epochs_source,
                      "billed_tokens": w.training_tokens * w.epochs if w.training_tokens is not None else None,
@@ -423,8 +617,9 @@ def estimate(d: P.DataFile, w: Workload, *, provider: str | None, model: str | N
                      "max_tokens_per_example": w.max_tokens_per_example},
         **{k: v for k, v in main.items() if k != "training_tokens_billed"},
         "months_until_shutdown": months_left,
+        "prompt_only": po_rows,
         "self_hosted": {"params_b": params_b, "params_source": w.params_source, "options": sh_rows},
-        "compare": compare_rows(d, w, on=on, ov=ov, baseline=(p, m) if p else None) if compare else None,
+        "compare": compare_rows(d, w, on=on, ov=ov, baseline=b) if compare else None,
         "assumptions": assumptions,
         "warnings": warnings,
     }
@@ -433,61 +628,71 @@ def estimate(d: P.DataFile, w: Workload, *, provider: str | None, model: str | N
 
 # ---------------------------------------------------------------------- compare
 
-def compare_rows(d: P.DataFile, w: Workload, *, on: _dt.date, ov: Overrides,
-                 baseline: tuple[P.Provider, P.Offering] | None) -> dict[str, Any]:
-    """The same workload across every non-retired offering (and rented GPUs)."""
-    b_in = ov.base_input_price if ov.base_input_price is not None else (
-        baseline[1].base_input_price if baseline else None)
-    b_out = ov.base_output_price if ov.base_output_price is not None else (
-        baseline[1].base_output_price if baseline else None)
-    fixed_baseline = b_in is not None
-    base_label = ("command line" if ov.base_input_price is not None else
-                  f"{baseline[0].id}/{baseline[1].id}" if baseline else "each row's own base model")
+def _managed_row(p: P.Provider, m: P.Offering, st: P.Status, w: Workload, b: Baseline) -> dict[str, Any]:
+    """One --compare row for a managed offering: training, per-request, fixed and monthly cost vs the baseline."""
+    tp = m.training_price.get(w.method)
+    fixed = m.fixed_monthly_cost()
+    own_base = b.input_price is None
+    r = roi(training_tokens=w.training_tokens, epochs=w.epochs, train_price=tp,
+            base_prompt_tokens=w.base_prompt_tokens, ft_prompt_tokens=w.ft_prompt_tokens,
+            output_tokens=w.output_tokens,
+            base_input_price=m.base_input_price if own_base else b.input_price,
+            base_output_price=m.base_output_price if own_base else b.output_price,
+            base_cached_price=m.base_cached_price if own_base else b.cached_price,
+            ft_input_price=m.ft_input_price, ft_output_price=m.ft_output_price,
+            ft_cached_price=m.ft_cached_price, cached_share=w.cached_share,
+            requests_per_month=w.requests_per_month, fixed_monthly_cost=fixed)
+    notes = []
+    if st.status == "retiring":
+        notes.append(f"RETIRING {st.date}")
+    if tp is None:
+        notes.append(f"no {w.method} price")
+    if m.ft_input_price is None:
+        notes.append("no inference price")
+    if m.serving in ("hosted", "dedicated") and fixed is not None:
+        gpus = f" x {m.hosting_gpus}" if m.hosting_gpus > 1 else ""
+        notes.append(f"{m.serving}: ${m.hosting_per_hour:g}/h{gpus} 24/7")
+    if fixed is None:
+        notes.append(f"{m.serving} serving price unknown")
+    if m.caveat:
+        notes.append(m.caveat)
+    return {"provider": p.id, "model": m.id, "kind": "managed", "status": st.label,
+            "train_price": tp, "training_cost": r["training_cost"],
+            "ft_cost_per_request": r["ft_cost_per_request"], "base_cost_per_request": r["base_cost_per_request"],
+            "fixed_monthly_cost": r["fixed_monthly_cost"], "monthly_ft_cost": r["monthly_ft_cost"],
+            "monthly_savings": r["monthly_savings"], "break_even_months": r["break_even_months"],
+            "pays_back": r["pays_back"], "serving": m.serving, "warnings": st.warnings,
+            "note": "; ".join(notes) or None, "as_of": m.as_of, "source": m.source}
+
+
+def compare_rows(d: P.DataFile, w: Workload, *, on: _dt.date, ov: Overrides, baseline: Baseline) -> dict[str, Any]:
+    """The same workload across every non-retired offering, rented GPUs, and prompt-only switches."""
+    b = baseline
     rows, excluded = [], []
     params_b = w.params_b
     for p in d.providers:
         if p.kind != "managed":
             continue
-        tiered = any(m.params_range_b for m in p.models)
-        for m in p.models:
-            if tiered and not (m.params_range_b[0] <= params_b <= m.params_range_b[1]):
-                continue
+        models = p.models
+        if any(m.params_range_b for m in p.models):   # size tiers: the one tier that prices this size
+            try:
+                models = [d.offering(p, params_b=params_b)]
+            except UsageError:
+                models = []
+        for m in models:
             st = P.status_of(p, m, on)
             if st.status == "retired":
                 excluded.append({"provider": p.id, "model": m.id, "status": st.label,
                                  "reason": st.warnings[0] if st.warnings else "retired"})
                 continue
-            tp = m.training_price.get(w.method)
-            fixed = 0.0 if m.serving == "per_token" else None
-            r = roi(training_tokens=w.training_tokens, epochs=w.epochs, train_price=tp,
-                    base_prompt_tokens=w.base_prompt_tokens, ft_prompt_tokens=w.ft_prompt_tokens,
-                    output_tokens=w.output_tokens,
-                    base_input_price=b_in if fixed_baseline else m.base_input_price,
-                    base_output_price=b_out if fixed_baseline else m.base_output_price,
-                    ft_input_price=m.ft_input_price, ft_output_price=m.ft_output_price,
-                    requests_per_month=w.requests_per_month, cached_share=0.0, fixed_monthly_cost=fixed)
-            notes = []
-            if st.status == "retiring":
-                notes.append(f"RETIRING {st.date}")
-            if tp is None:
-                notes.append(f"no {w.method} price")
-            if m.ft_input_price is None:
-                notes.append("no inference price")
-            if fixed is None:
-                notes.append(f"{m.serving} serving ({m.serving_unit or 'billed 24/7'}) price unknown")
-            rows.append({"provider": p.id, "model": m.id, "kind": "managed", "status": st.label,
-                         "train_price": tp, "training_cost": r["training_cost"],
-                         "ft_cost_per_request": r["ft_cost_per_request"],
-                         "base_cost_per_request": r["base_cost_per_request"],
-                         "fixed_monthly_cost": r["fixed_monthly_cost"],
-                         "monthly_ft_cost": r["monthly_ft_cost"], "monthly_savings": r["monthly_savings"],
-                         "break_even_months": r["break_even_months"], "pays_back": r["pays_back"],
-                         "serving": m.serving, "warnings": st.warnings, "note": "; ".join(notes) or None,
-                         "as_of": m.as_of, "source": m.source})
-    base_cpr = request_cost(w.base_prompt_tokens, w.output_tokens, b_in, b_out) if fixed_baseline else None
+            rows.append(_managed_row(p, m, st, w, b))
+    base_cpr = request_cost(w.base_prompt_tokens, w.output_tokens, b.input_price, b.output_price,
+                            cached_share=w.cached_share, cached_price=b.cached_price)
     for s in self_hosted_options(d, params_b=params_b, training_tokens=w.training_tokens, epochs=w.epochs,
                                  base_cost_per_request=base_cpr, requests_per_month=w.requests_per_month,
-                                 gpu_price=ov.gpu_price, throughput=ov.throughput, on=on):
+                                 gpu=ov.gpu, gpu_price=ov.gpu_price, power_price=ov.power_price,
+                                 gpu_watts=ov.gpu_watts, throughput=ov.throughput, eval_tokens=w.eval_tokens,
+                                 evals=w.evals, on=on):
         note = "self-hosted LoRA, 1 GPU 24/7" if s["fits"] else f"{params_b:g}B does not fit on one GPU"
         rows.append({"provider": s["provider"], "model": f"{s['gpu']} ({s['tier']})", "kind": "self_hosted",
                      "status": s["status"], "train_price": None, "training_cost": s["training_cost"],
@@ -497,7 +702,17 @@ def compare_rows(d: P.DataFile, w: Workload, *, on: _dt.date, ov: Overrides,
                      "monthly_savings": s["monthly_savings"], "break_even_months": s["break_even_months"],
                      "pays_back": s["pays_back"], "serving": "self_hosted", "warnings": [],
                      "note": note, "as_of": s["as_of"], "source": s["source"]})
-    return {"baseline": base_label, "params_b": params_b, "rows": rows, "excluded": excluded}
+    for po in (prompt_only_rows(d, b, w, on) if b.input_price is not None and w.base_prompt_tokens is not None else []):
+        rows.append({"provider": po["provider"], "model": po["model"], "kind": "prompt_only", "status": po["status"],
+                     "train_price": None, "training_cost": 0.0, "ft_cost_per_request": po["cost_per_request"],
+                     "base_cost_per_request": _r(base_cpr, 8), "fixed_monthly_cost": 0.0,
+                     "monthly_ft_cost": po["monthly_cost"], "monthly_savings": po["monthly_savings"],
+                     "break_even_months": 0.0 if (po["monthly_savings"] or 0) > 0 else None,
+                     "pays_back": (po["monthly_savings"] or 0) > 0 if po["monthly_savings"] is not None else None,
+                     "serving": "per_token", "warnings": [], "note": "prompt-only switch, no fine-tune",
+                     "as_of": po["as_of"], "source": po["source"]})
+    label = b.label if b.input_price is not None else "each row's own base model"
+    return {"baseline": label, "params_b": params_b, "rows": rows, "excluded": excluded}
 
 
 # ---------------------------------------------------------------------- counting a training file
@@ -548,10 +763,37 @@ def count_training_files(paths: list[str], *, tokenizer: str | None = None,
 def _months(x: float | None) -> str:
     if x is None:
         return "n/a"
+    if x == 0:
+        return "immediate"
     if x < 1:
         days = x * DAYS_PER_MONTH
         return "<0.1 days" if days < 0.1 else f"{days:,.1f} days"
     return f"{x:,.2f} months"
+
+
+def _ft_cell(r: dict[str, Any]) -> str:
+    if r["ft_cost_per_request"] is None:
+        return "n/a"
+    if r["kind"] == "self_hosted" or (r["serving"] == "dedicated" and not r["ft_cost_per_request"]):
+        return "0 (fixed)"
+    return money(r["ft_cost_per_request"], True)
+
+
+def _compare_lines(cmp_: dict[str, Any]) -> list[str]:
+    from .cli import table
+
+    out = ["", f"Compare (same workload; baseline: {cmp_['baseline']}; size tier and self-hosted model "
+               f"{cmp_['params_b']:g}B; monthly total = per-request cost x volume + fixed serving):"]
+    out.append(table(["provider", "model", "status", "training", "FT $/request", "fixed/month",
+                      "monthly total", "savings/month", "break-even", "note"],
+                     [(r["provider"], r["model"], r["status"], money(r["training_cost"]), _ft_cell(r),
+                       money(r["fixed_monthly_cost"]) if r["fixed_monthly_cost"] is not None else "n/a",
+                       money(r["monthly_ft_cost"]), money(r["monthly_savings"]),
+                       _months(r["break_even_months"]), r["note"] or "") for r in cmp_["rows"]],
+                     "lllrrrrrrl"))
+    for e in cmp_["excluded"]:
+        out.append(f"excluded: {e['provider']}/{e['model']} - {e['status']}, never recommended")
+    return out
 
 
 def format_report(doc: dict[str, Any]) -> str:
@@ -560,10 +802,25 @@ def format_report(doc: dict[str, Any]) -> str:
     out: list[str] = []
     t = doc["training"]
     head = f"{doc['provider']}/{doc['model']}" if doc["provider"] else "custom prices"
+    bl0 = doc.get("baseline") or {}
+    if not (doc["provider"] or doc["training_cost"] is not None or doc["ft_cost_per_request"] is not None):
+        if bl0.get("origin", "").startswith("current_model"):
+            st = f", {bl0['status']}" if bl0.get("status") else ""
+            out.append(f"Baseline: today's model {bl0['model']} (${bl0['input_price']:.2f}/${bl0['output_price']:.2f} "
+                       f"per 1M in/out{st})")
+            if doc["monthly_base_cost"] is not None:
+                out.append(f"Today at {doc['requests_per_month']:,.0f} requests/month: "
+                           f"{money(doc['base_cost_per_request'], True)} per request, {money(doc['monthly_base_cost'])}/month")
     if doc["provider"] or doc["training_cost"] is not None or doc["ft_cost_per_request"] is not None:
         status = f", {doc['status']['label']}" if doc["status"] else ""
         out.append(f"Fine-tuning estimate: {head} ({doc['method']}{status}), judged on {doc['judged_on']}, "
                    f"data file as of {doc['data_as_of']}")
+        bl = doc.get("baseline") or {}
+        if bl.get("input_price") is not None:
+            st = f", {bl['status']}" if bl.get("status") else ""
+            cached = f", cached {bl['cached_price']:.3f}".rstrip("0") if bl.get("cached_price") is not None else ""
+            out.append(f"Baseline:   today's model {bl['model']} (${bl['input_price']:.2f}/${bl['output_price']:.2f} per 1M "
+                       f"in/out{cached}{st}) [{bl['origin']}]")
         if t["tokens_per_epoch"] is not None:
             ex = f", {t['examples']:,} examples" if t["examples"] is not None else ""
             tok = f" ({t['tokenizer']})" if t["tokenizer"] else ""
@@ -585,36 +842,36 @@ def format_report(doc: dict[str, Any]) -> str:
         elif doc["no_break_even_reason"]:
             msg = f"Break-even: none - {doc['no_break_even_reason']}"
             out.append(color(msg, "red") if doc["pays_back"] is False else msg)
+    po = doc.get("prompt_only") or []
+    if po and not doc.get("compare"):
+        out.append("")
+        out.append("Prompt-only alternatives (same long prompt, no fine-tune - re-test quality first):")
+        out.append(table(["provider", "model", "status", "$/request", "monthly", "savings/month"],
+                         [(r["provider"], r["model"], r["status"], money(r["cost_per_request"], True),
+                           money(r["monthly_cost"]), money(r["monthly_savings"])) for r in po], "lllrrr"))
     sh = doc["self_hosted"]
     rows = [r for r in sh["options"] if r["fits"]]
     if rows and t["tokens_per_epoch"] is not None and not doc.get("compare"):
         out.append("")
-        out.append(f"Self-hosted alternative: LoRA on one rented GPU, {sh['params_b']:g}B model "
-                   f"[{sh['params_source']}], serving on the same GPU 24/7:")
+        out.append(f"Self-hosted alternative: LoRA on one GPU, {sh['params_b']:g}B model "
+                   f"[{sh['params_source']}], serving on the same GPU 24/7 (hours = load + training + evaluations):")
         out.append(table(["provider", "gpu", "method", "tok/s (est.)", "hours", "training", "serving/month",
                           "savings/month", "break-even"],
                          [(r["provider"], f"{r['gpu']} {r['tier']}", r["method"], f"{r['tokens_per_s']:,.0f}",
                            f"{r['training_hours']:,.2f}", money(r["training_cost"]), money(r["fixed_monthly_cost"]),
                            money(r["monthly_savings"]), _months(r["break_even_months"])) for r in rows],
                          "lllrrrrrr"))
+        for r in rows:
+            if r["price_basis"]:
+                out.append(f"{r['provider']} {r['gpu']}: ${r['price_per_hour']:.4g}/h = {r['price_basis']}; "
+                           f"hours = {r['hours_breakdown']['load']:.2f} load + {r['hours_breakdown']['train']:.2f} "
+                           f"training + {r['hours_breakdown']['eval']:.2f} evaluation")
         skipped = [f"{r['gpu']}" for r in sh["options"] if not r["fits"]]
         if skipped:
             out.append(f"(does not fit on one GPU even with QLoRA: {', '.join(sorted(set(skipped)))})")
     cmp_ = doc.get("compare")
     if cmp_:
-        out.append("")
-        out.append(f"Compare (same workload; baseline: {cmp_['baseline']}; size tier {cmp_['params_b']:g}B):")
-        out.append(table(["provider", "model", "status", "training", "FT $/request", "fixed/month",
-                          "monthly total", "savings/month", "break-even", "note"],
-                         [(r["provider"], r["model"], r["status"], money(r["training_cost"]),
-                           ("0 (fixed)" if r["kind"] == "self_hosted" else money(r["ft_cost_per_request"], True))
-                           if r["ft_cost_per_request"] is not None else "n/a",
-                           money(r["fixed_monthly_cost"]) if r["fixed_monthly_cost"] is not None else "n/a",
-                           money(r["monthly_ft_cost"]), money(r["monthly_savings"]),
-                           _months(r["break_even_months"]), r["note"] or "") for r in cmp_["rows"]],
-                         "lllrrrrrrl"))
-        for e in cmp_["excluded"]:
-            out.append(f"excluded: {e['provider']}/{e['model']} - {e['status']}, never recommended")
+        out += _compare_lines(cmp_)
     if doc["warnings"]:
         out.append("")
         for w in doc["warnings"]:

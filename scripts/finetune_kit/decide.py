@@ -24,8 +24,10 @@ import datetime as _dt
 from dataclasses import asdict, dataclass
 from typing import Any, Optional
 
-from . import costs
-from . import providers as P
+from .bootstrap import lazy_module
+
+costs = lazy_module(__package__ + ".costs")
+P = lazy_module(__package__ + ".providers")
 
 FAILURE_MODES = ("format", "style", "knowledge", "cost", "latency", "task")
 RECOMMENDATIONS = ("fine_tune", "prompt", "rag", "collect_data")
@@ -52,65 +54,95 @@ class Answers:
     budget: Optional[float] = None
 
 
+STRUCTURED_OUTPUTS = (
+    "try structured outputs first: a JSON schema enforced at decoding time guarantees the shape without "
+    "training - OpenAI/Azure structured outputs (response_format json_schema), Gemini responseSchema, "
+    "vLLM guided decoding (guided_json), Ollama format=<schema>, llama.cpp GBNF grammars; fine-tune only for "
+    "what a schema cannot express (field choice, wording, judgement)")
+
+
+def _volume(a: Answers) -> str:
+    return "unknown volume" if a.monthly_requests is None else f"{a.monthly_requests:,.0f} requests/month"
+
+
+STRUCTURED_SHORT = ("structured outputs (JSON-schema constrained decoding) may fix the shape without any "
+                    "training - try them first (next step 1)")
+
+
 def recommend(a: Answers) -> tuple[str, list[str]]:
-    """(recommendation, reasons) from the decision table."""
+    """(recommendation, reasons) from the decision table.
+
+    The first reason says why this recommendation and not its neighbour in the table (e.g. ``prompt``
+    rather than ``collect_data`` or ``fine_tune``), in terms of the user's own numbers.
+    """
     T = THRESHOLDS
     reasons: list[str] = []
     high = a.monthly_requests is not None and a.monthly_requests > T["high_volume_requests_per_month"]
+    hv = f"{T['high_volume_requests_per_month']:,}"
     if a.failure_mode == "knowledge":
-        reasons.append("missing knowledge: fine-tuning changes behaviour and form, it does not reliably add "
-                       "facts; retrieval (RAG) supplies current facts with citations")
+        reasons.append("rag, not fine_tune: the model lacks facts; fine-tuning changes behaviour and form, it does "
+                       "not reliably add facts, while retrieval (RAG) supplies current facts with citations")
         reasons.append("fine-tune later only if the answers' format or style is still off once retrieval works")
         return "rag", reasons
     if a.requirements_change == "often":
-        reasons.append("requirements change often: every change would need new data and a new training run; "
-                       "a prompt changes in minutes")
+        reasons.append("prompt, not fine_tune: requirements change often - every change would need new data and a "
+                       "new training run, while a prompt changes in minutes"
+                       + (f" (even at {a.examples:,} examples)" if a.examples else ""))
         return "prompt", reasons
     if a.examples is not None and a.examples < T["min_examples_few_shot"]:
-        reasons.append(f"only {a.examples} good examples: too few to fine-tune (OpenAI's minimum is 10, "
-                       f"gains usually start at 50-100) or even to evaluate a prompt - collect real examples first")
+        reasons.append(f"collect_data, not prompt: only {a.examples} good example(s) - fewer than "
+                       f"{T['min_examples_few_shot']}, too few even to pick few-shot examples and keep a test set "
+                       f"to measure a prompt (fine-tuning needs {T['min_examples_fine_tune']}+, OpenAI's minimum is 10)")
         return "collect_data", reasons
     if a.examples is not None and a.examples < T["min_examples_fine_tune"]:
-        if high or a.failure_mode in ("format", "style", "task"):
-            why = (f"{a.monthly_requests:,.0f} requests/month" if high
-                   else f"a {a.failure_mode} problem")
-            reasons.append(f"{why} is a fine-tuning case, but {a.examples} examples are fewer than "
-                           f"{T['min_examples_fine_tune']}: put your best ones in the prompt as few-shot "
-                           f"examples now and collect more")
-            return ("collect_data" if high else "prompt"), reasons
-        reasons.append(f"{a.examples} examples are fewer than {T['min_examples_fine_tune']}: use them as "
-                       f"few-shot examples in the prompt")
+        if high:
+            reasons.append(f"collect_data, not prompt: at {_volume(a)} (over {hv}) a fine-tuned model with a short "
+                           f"prompt is likely to pay off, so growing the {a.examples} examples to "
+                           f"{T['min_examples_fine_tune']}+ is the priority; use a few of them as few-shot "
+                           f"examples meanwhile")
+            reasons.append(f"collect_data, not fine_tune: {a.examples} examples are fewer than "
+                           f"{T['min_examples_fine_tune']} - too few to train and still hold out a test set")
+            return "collect_data", reasons
+        why = f"a {a.failure_mode} problem is a fine-tuning case, but " if a.failure_mode in ("format", "style", "task") else ""
+        reasons.append(f"prompt, not fine_tune: {why}{a.examples} examples are fewer than "
+                       f"{T['min_examples_fine_tune']} - put a few of your best in the prompt as few-shot examples "
+                       f"and keep the rest as a test set")
+        reasons.append(f"prompt, not collect_data: at {_volume(a)} (not over {hv}) a fine-tune would not pay for "
+                       f"itself soon; {a.examples} examples are enough to write and measure a prompt today")
+        if a.failure_mode == "format":
+            reasons.append(STRUCTURED_SHORT)
         return "prompt", reasons
     if a.examples is None:
         reasons.append(f"example count unknown: fine-tuning needs at least {T['min_examples_fine_tune']} good "
-                       f"examples (better 100+)")
+                       f"examples (better 100+) - count them before you start")
     if a.failure_mode in ("format", "style"):
-        reasons.append(f"{a.failure_mode} inconsistency is what fine-tuning fixes best: the model learns the "
-                       f"shape from examples instead of instructions")
+        reasons.append(f"fine_tune, not prompt: {a.failure_mode} inconsistency is what fine-tuning fixes best - the "
+                       f"model learns the shape from {a.examples or 'your'} examples instead of instructions")
+        if a.failure_mode == "format":
+            reasons.append(STRUCTURED_SHORT)
         if high:
-            reasons.append(f"{a.monthly_requests:,.0f} requests/month: a fine-tuned model with a short prompt "
-                           f"can also cut cost")
+            reasons.append(f"{_volume(a)}: a fine-tuned model with a short prompt can also cut cost")
         return "fine_tune", reasons
     if a.failure_mode == "task":
-        reasons.append("a narrow, repeatable task with examples: a fine-tuned (often smaller) model does it "
-                       "more reliably and cheaply than a long instruction prompt")
+        reasons.append("fine_tune, not prompt: a narrow, repeatable task with examples - a fine-tuned (often "
+                       "smaller) model does it more reliably and cheaply than a long instruction prompt")
         if high:
-            reasons.append(f"{a.monthly_requests:,.0f} requests/month makes the savings count")
+            reasons.append(f"{_volume(a)} makes the savings count")
         return "fine_tune", reasons
     if high:
-        reasons.append(f"{a.monthly_requests:,.0f} requests/month (> {T['high_volume_requests_per_month']:,}): "
-                       f"replacing a long prompt or a large model by a fine-tuned one usually pays back - "
-                       f"check break-even with estimate_costs.py")
+        reasons.append(f"fine_tune, not prompt: {_volume(a)} (over {hv}) - replacing a long prompt or a large model "
+                       f"by a fine-tuned one usually pays back; confirm the break-even with estimate_costs.py "
+                       f"--current-model YOUR_MODEL, which also prices the prompt-only switch to a smaller model")
         return "fine_tune", reasons
     if a.failure_mode in ("cost", "latency"):
         vol = ("volume unknown" if a.monthly_requests is None
-               else f"{a.monthly_requests:,.0f} requests/month is low volume")
-        reasons.append(f"{a.failure_mode} at {vol}: savings rarely cover training and evaluation; shorten "
-                       f"the prompt, use prompt caching or a smaller base model first, and price fine-tuning "
-                       f"with estimate_costs.py")
+               else f"{a.monthly_requests:,.0f} requests/month is not over {hv}")
+        reasons.append(f"prompt, not fine_tune: {a.failure_mode} at {vol} - savings rarely cover training and "
+                       f"evaluation; shorten the prompt, use prompt caching or a smaller base model first, and "
+                       f"price fine-tuning with estimate_costs.py --current-model YOUR_MODEL")
         return "prompt", reasons
-    reasons.append("no failure mode given: start with a prompt, measure it on a test set, and come back with "
-                   "--failure-mode")
+    reasons.append("prompt, not fine_tune: no failure mode given - start with a prompt, measure it on a test set, "
+                   "and come back with --failure-mode")
     return "prompt", reasons
 
 
@@ -141,7 +173,8 @@ def suggest_providers(d: P.DataFile, privacy: str, on: _dt.date, budget: float |
                     gone.append(f"{m.id} (retired {st.date})")
                     continue
                 models.append({"model": m.id, "status": st.label, "methods": list(m.methods),
-                               "training_price": dict(m.training_price), "serving": m.serving})
+                               "training_price": dict(m.training_price), "serving": m.serving,
+                               "caveat": m.caveat})
                 if st.status == "retiring":
                     retiring.setdefault(st.date.isoformat(), []).append(m.id)
             if not models:
@@ -177,6 +210,10 @@ def suggest_providers(d: P.DataFile, privacy: str, on: _dt.date, budget: float |
 
 
 def _why(p: P.Provider) -> str:
+    if p.kind == "managed" and p.notes:
+        serving = sorted({m.serving for m in p.models})
+        return (f"managed training; fine-tuned models served {' / '.join(s.replace('_', '-') for s in serving)}. "
+                + p.notes[0])
     if p.kind == "own_hardware":
         return "data never leaves your premises; train with train_lora.py, serve the adapter yourself"
     if p.kind == "gpu_rental":
@@ -187,59 +224,118 @@ def _why(p: P.Provider) -> str:
 
 # ---------------------------------------------------------------------- next steps
 
-def next_steps(rec: str, a: Answers, self_hosted_only: bool) -> list[dict[str, str]]:
+def _flags(**kv) -> str:
+    """Command-line flags for the values the user gave; N / X placeholders for the ones still unknown."""
+    out = []
+    for flag, (value, placeholder) in kv.items():
+        name = "--" + flag.replace("_", "-")
+        if value is None:
+            if placeholder:
+                out.append(f"{name} {placeholder}")
+        elif isinstance(value, float) and value.is_integer():
+            out.append(f"{name} {int(value)}")
+        else:
+            out.append(f"{name} {value}")
+    return " ".join(out)
+
+
+def _estimate_cmd(a: Answers, *, compare: bool = True) -> str:
     S = "python3 {baseDir}/scripts/"
+    return (S + "estimate_costs.py --current-model YOUR_MODEL" + (" --compare" if compare else "") + " "
+            + _flags(train=(None, "train.jsonl"), base_prompt_tokens=(None, "N"), ft_prompt_tokens=(None, "N"), output_tokens=(None, "N"),
+                     requests_per_month=(a.monthly_requests, "N")))
+
+
+def _ask_again_cmd(a: Answers, examples: int | None) -> str:
+    S = "python3 {baseDir}/scripts/"
+    return S + "should_finetune.py " + _flags(
+        failure_mode=(a.failure_mode, "format"), examples=(examples, "N"),
+        monthly_requests=(a.monthly_requests, None), requirements_change=(a.requirements_change, None),
+        privacy=(a.privacy if a.privacy != "none" else None, None), budget=(a.budget, None))
+
+
+def next_steps(rec: str, a: Answers, self_hosted_only: bool) -> list[dict[str, str]]:
+    """What to run next; commands carry the user's own answers (placeholders only where unknown)."""
+    S = "python3 {baseDir}/scripts/"
+    first = []
+    if a.failure_mode == "format" and rec in ("fine_tune", "prompt"):
+        first = [{"script": None, "why": STRUCTURED_OUTPUTS}]
     if rec == "fine_tune":
-        steps = [
-            {"script": "validate_jsonl.py", "why": "check format, token counts, duplicates and train/test leakage"},
+        return first + [
+            {"script": "validate_jsonl.py", "why": "check format, token counts, duplicates and train/test leakage",
+             "command": S + "validate_jsonl.py train.jsonl"},
             {"script": "scan_pii.py", "why": "find and mask personal data before it is used for training"},
             {"script": "prepare_data.py", "why": "normalise, deduplicate and split train/validation/test"},
-            {"script": "estimate_costs.py", "why": "training cost, per-request savings and break-even",
-             "command": S + "estimate_costs.py --train train.jsonl --compare --base-prompt-tokens N "
-                            "--ft-prompt-tokens N --output-tokens N --requests-per-month N"},
+            {"script": "estimate_costs.py", "why": "training cost, savings against the model you run today, the "
+                                                   "prompt-only switch, and break-even",
+             "command": _estimate_cmd(a)},
+            {"script": "evaluate.py", "why": "baseline first: score the model you would start from on the test "
+                                             "split before paying for training (reused later as --predictions-a)",
+             "command": S + "evaluate.py --base-model MODEL --test data/test.jsonl --output-dir eval/base"},
             {"script": "train_lora.py", "why": "train a LoRA adapter (locally or on a rented GPU)"
                                                + ("" if self_hosted_only else ", or upload to the chosen provider")},
             {"script": "evaluate.py", "why": "compare base vs fine-tuned on the held-out test set (paired test)"},
             {"script": "export_adapter.py", "why": "package the adapter for serving (vLLM, Ollama, merged weights)"},
         ]
-        return steps
     if rec == "collect_data":
-        return [
+        steps = [
             {"script": "collect_failures.py", "why": "turn logged failures into candidate training examples"},
             {"script": "validate_jsonl.py", "why": "check the examples as they accumulate"},
             {"script": "augment_data.py", "why": "expand carefully from real examples (review every synthetic one)"},
-            {"script": "should_finetune.py", "why": f"ask again at {THRESHOLDS['min_examples_fine_tune']}+ examples",
-             "command": S + "should_finetune.py --failure-mode " + (a.failure_mode or "format")
-                        + f" --examples {THRESHOLDS['min_examples_fine_tune']}"},
         ]
+        if a.monthly_requests is not None:
+            steps.append({"script": "estimate_costs.py", "why": "size the pay-off that justifies collecting data",
+                          "command": _estimate_cmd(a)})
+        steps.append({"script": "should_finetune.py",
+                      "why": f"ask again at {THRESHOLDS['min_examples_fine_tune']}+ examples",
+                      "command": _ask_again_cmd(a, THRESHOLDS["min_examples_fine_tune"])})
+        return steps
     if rec == "rag":
         return [
             {"script": None, "why": "add retrieval over your documents (vector or keyword search) to the prompt"},
             {"script": "evaluate.py", "why": "measure answer quality with retrieval on a test set"},
             {"script": "should_finetune.py", "why": "fine-tune later only for the answers' format/style",
-             "command": S + "should_finetune.py --failure-mode format --examples N"},
+             "command": S + "should_finetune.py " + _flags(failure_mode=("format", None), examples=(a.examples, "N"),
+                                                           monthly_requests=(a.monthly_requests, None))},
         ]
-    return [
+    return first + [
         {"script": None, "why": "write clear instructions and put your best examples in the prompt (few-shot)"},
-        {"script": "evaluate.py", "why": "measure the prompt on a held-out test set (the baseline to beat)"},
+        _measure_prompt_step(a),
         {"script": "collect_failures.py", "why": "keep collecting real failures as future training data"},
-        {"script": "estimate_costs.py", "why": "price fine-tuning when volume grows",
-         "command": S + "estimate_costs.py --compare --training-tokens N --examples N --base-prompt-tokens N "
-                        "--output-tokens N --requests-per-month N --base-input-price X --base-output-price Y"},
+        {"script": "estimate_costs.py", "why": "price the prompt-only switch to a smaller model now, and "
+                                               "fine-tuning when volume grows",
+         "command": _estimate_cmd(a)},
     ]
+
+
+def _measure_prompt_step(a: Answers) -> dict[str, str]:
+    """How to measure a prompt: k-fold few-shot evaluation when the examples are too few for a test set."""
+    S = "python3 {baseDir}/scripts/"
+    if a.examples is not None and THRESHOLDS["min_examples_few_shot"] <= a.examples < THRESHOLDS["min_examples_fine_tune"]:
+        return {"script": "evaluate.py",
+                "why": f"{a.examples} examples are too few to hold out a test set: measure zero-shot vs few-shot "
+                       f"by k-fold, every example tested once and never shown as its own example (evaluation.md)",
+                "command": S + "evaluate.py --base-model MODEL --test examples.jsonl --few-shot-cv 5 --shots 3"}
+    return {"script": "evaluate.py", "why": "measure the prompt on a held-out test set (the baseline to beat)",
+            "command": S + "evaluate.py --base-model MODEL --test data/test.jsonl --output-dir eval/base"}
 
 
 # ---------------------------------------------------------------------- the document
 
-def decide(a: Answers, d: P.DataFile, on: _dt.date) -> dict[str, Any]:
+def decide(a: Answers, d: P.DataFile, on: _dt.date, show_providers: bool = False) -> dict[str, Any]:
+    """The should_finetune document. Provider details only when fine-tuning is recommended or asked for."""
     rec, reasons = recommend(a)
-    suggested, excluded = suggest_providers(d, a.privacy, on, a.budget)
+    shown = rec == "fine_tune" or show_providers
+    suggested, excluded = suggest_providers(d, a.privacy, on, a.budget) if shown else ([], [])
     warnings: list[str] = []
+    stale = P.stale_warning(d, on)
+    if stale:
+        warnings.append(stale)
     if a.privacy in ("strict", "on_prem"):
         reasons.append(f"privacy {a.privacy}: only "
                        + ("your own hardware" if a.privacy == "on_prem" else "self-hosted options (rented or own GPUs)")
                        + " are suggested")
-    if a.privacy == "strict":
+    if a.privacy == "strict" and shown:
         warnings.append("RunPod community-cloud hosts are third parties: use secure cloud, or your own GPUs, "
                         "for sensitive data")
     if rec == "fine_tune" and a.budget is not None:
@@ -247,7 +343,7 @@ def decide(a: Answers, d: P.DataFile, on: _dt.date) -> dict[str, Any]:
         if not fitting:
             warnings.append(f"no suggested option fits the ${a.budget:,.2f} budget as far as the data file "
                             f"knows; price your case with estimate_costs.py")
-    for s in (suggested if rec in ("fine_tune", "collect_data") else []):
+    for s in suggested:
         if s["status"].startswith("retiring") or any(m["status"].startswith("retiring") for m in s["models"]):
             warnings.extend(w for w in s["warnings"] if w not in warnings)
     return {
@@ -256,6 +352,9 @@ def decide(a: Answers, d: P.DataFile, on: _dt.date) -> dict[str, Any]:
         "answers": asdict(a),
         "providers": suggested,
         "excluded_providers": excluded,
+        "providers_shown": shown,
+        "other_services": [{"id": o.id, "name": o.name, "status": o.status, "note": o.note, "as_of": o.as_of,
+                            "source": o.source} for o in d.other_services] if shown else [],
         "warnings": warnings,
         "next_steps": next_steps(rec, a, a.privacy != "none"),
         "thresholds": dict(THRESHOLDS),
@@ -272,7 +371,7 @@ def format_report(doc: dict[str, Any]) -> str:
              "collect_data": "COLLECT DATA first"}[rec]
     out = [color(f"Recommendation: {label}", "bold")]
     out += [f"  - {r}" for r in doc["reasons"]]
-    if rec in ("fine_tune", "collect_data"):
+    if doc.get("providers_shown"):
         out.append("")
         out.append(f"Where (status judged on {doc['judged_on']}, data file as of {doc['data_as_of']}):")
         for s in doc["providers"]:
@@ -287,6 +386,12 @@ def format_report(doc: dict[str, Any]) -> str:
         if doc["excluded_providers"]:
             out.append("  not suggested: " + "; ".join(f"{e['provider']} ({e['reason']})"
                                                      for e in doc["excluded_providers"]))
+        gone = [o for o in doc.get("other_services", []) if o["status"] == "deprecated"]
+        if gone:
+            out.append("  no longer offered: " + "; ".join(f"{o['name']} ({o['note'].split('.')[0]})" for o in gone))
+    elif doc["recommendation"] != "fine_tune":
+        out.append("")
+        out.append("(Provider details are shown when fine-tuning is recommended; pass --show-providers to see them.)")
     if doc["warnings"]:
         out.append("")
         out += [color(f"WARNING: {w}", "yellow") for w in doc["warnings"]]

@@ -25,8 +25,10 @@ Finding codes (stable; thresholds below are the documented defaults, evaluation.
   of the run and is still >= 0.5 (flat and high).
 - ``healthy`` (info): none of the above.
 
-``best_step``: the step with the lowest eval loss; without eval loss, the last logged step
-(before the divergence onset when there is one).
+``best_step``: the step with the lowest eval loss (before the divergence onset when there is one);
+without eval loss, the last logged step (before the onset). ``None``, with the reason, when a blocking
+``zero_loss`` makes every checkpoint suspect, or when several steps tie for the lowest eval loss (a tie is
+not broken by taking the first).
 """
 
 from __future__ import annotations
@@ -256,226 +258,329 @@ def _fmt(x: float | None) -> str:
 
 # ---------------------------------------------------------------- detectors
 
-def analyse(rows: Sequence[dict]) -> dict[str, Any]:
-    """Findings and best step for log rows (training_log.jsonl shape)."""
-    steps, loss = _series(rows, "loss")
-    esteps, eloss = _series(rows, "eval_loss")
-    gsteps, gnorm = _series(rows, "grad_norm")
-    lsteps, lrs = _series(rows, "lr")
-    findings: list[CurveFinding] = []
+@dataclass
+class Curve:
+    """The series every detector reads, computed once from the log rows."""
 
-    # -- divergence: non-finite values
+    steps: np.ndarray       # steps with a training loss (finite or not)
+    loss: np.ndarray
+    esteps: np.ndarray      # steps with an eval loss (finite or not)
+    eloss: np.ndarray
+    gsteps: np.ndarray
+    gnorm: np.ndarray
+    lrs: np.ndarray
+    fsteps: np.ndarray      # finite training losses only
+    floss: np.ndarray
+    es: np.ndarray          # finite eval losses only
+    ev: np.ndarray
+    smooth: np.ndarray      # rolling median of floss
+    window: int             # points in the start/end windows (a tenth of the logged points)
+    start_median: float | None   # median training loss over the first window
+    end_median: float | None     # median training loss over the last window
+    drop: float | None           # relative fall of the training loss (see loss_drop)
+
+    @property
+    def n(self) -> int:
+        return len(self.floss)
+
+    @property
+    def max_lr(self) -> float | None:
+        return float(np.nanmax(self.lrs)) if len(self.lrs) else None
+
+    @classmethod
+    def from_rows(cls, rows: Sequence[dict]) -> "Curve":
+        steps, loss = _series(rows, "loss")
+        esteps, eloss = _series(rows, "eval_loss")
+        gsteps, gnorm = _series(rows, "grad_norm")
+        _lsteps, lrs = _series(rows, "lr")
+        fin = np.isfinite(loss)
+        fsteps, floss = steps[fin], loss[fin]
+        n = len(floss)
+        efin = np.isfinite(eloss)
+        smooth = rolling_median(floss, max(3, (n // 20) | 1)) if n else floss
+        w = _window(n) if n else 0
+        start = float(np.median(floss[:w])) if n else None
+        end = float(np.median(floss[-w:])) if n else None
+        return cls(steps, loss, esteps, eloss, gsteps, gnorm, lrs, fsteps, floss, esteps[efin], eloss[efin],
+                   smooth, w, start, end, _loss_drop(floss, start, end))
+
+
+def _loss_drop(floss: np.ndarray, start: float | None, end: float | None) -> float | None:
+    """Relative fall of the training loss: start-window median vs end-window median; when the start
+    median is 0 (the loss collapsed within the first window) the first logged value is the start."""
+    if not len(floss) or end is None:
+        return None
+    base = start if start else float(floss[0])
+    return (base - end) / base if base > 0 else None
+
+
+def _non_finite(c: Curve) -> CurveFinding | None:
+    """divergence (error): the first NaN/inf in loss, eval loss or grad norm."""
     bad = []
-    for prio, (name, st, ys) in enumerate((("loss", steps, loss), ("eval_loss", esteps, eloss),
-                                           ("grad_norm", gsteps, gnorm))):
+    for prio, (name, st, ys) in enumerate((("loss", c.steps, c.loss), ("eval_loss", c.esteps, c.eloss),
+                                           ("grad_norm", c.gsteps, c.gnorm))):
         nf = np.where(~np.isfinite(ys))[0]
         if len(nf):
             bad.append((int(st[nf[0]]), prio, name, float(ys[nf[0]])))
-    onset: int | None = None
-    if bad:
-        s, _prio, name, v = min(bad)
-        onset = s
-        findings.append(CurveFinding(
-            "divergence", "error", s, f"{name} became {v} at step {s}: training diverged",
-            "restart from the last good checkpoint with a 2-10x lower learning rate, warmup "
-            "(warmup_ratio 0.03-0.1) and gradient clipping (max_grad_norm 1.0); in fp16 switch to bf16 "
-            "or fp32; check the data for empty or extremely long examples",
-            {"first_non_finite": {"step": s, "series": name, "value": str(v)}}))
+    if not bad:
+        return None
+    s, _prio, name, v = min(bad)
+    return CurveFinding(
+        "divergence", "error", s, f"{name} became {v} at step {s}: training diverged",
+        "restart from the last good checkpoint with a 2-10x lower learning rate, warmup "
+        "(warmup_ratio 0.03-0.1) and gradient clipping (max_grad_norm 1.0); in fp16 switch to bf16 "
+        "or fp32; check the data for empty or extremely long examples",
+        {"first_non_finite": {"step": s, "series": name, "value": str(v)}})
 
-    fin = np.isfinite(loss)
-    fsteps, floss = steps[fin], loss[fin]
-    n = len(floss)
-    k = max(3, (n // 20) | 1)
-    smooth = rolling_median(floss, k) if n else floss
-    w = _window(n) if n else 0
-    first = float(np.median(floss[:w])) if n else None
-    last = float(np.median(floss[-w:])) if n else None
-    drop = (first - last) / first if n and first and first > 0 else None
 
-    # -- divergence: loss explosion
-    if n >= 5:
-        imin = int(np.argmin(smooth))
-        mn = float(smooth[imin])
-        if mn > 0 and last > DIVERGE_FACTOR * mn and last > first:
-            after = np.where(smooth[imin:] > 1.5 * mn)[0]
-            blow = int(fsteps[imin + after[0]]) if len(after) else int(fsteps[-1])
-            onset = blow if onset is None else min(onset, blow)
-            findings.append(CurveFinding(
-                "divergence", "error", blow,
-                f"training loss exploded: smoothed loss {_fmt(mn)} at step {int(fsteps[imin])} rose to "
-                f"{_fmt(last)} by the end (> {DIVERGE_FACTOR:g}x its minimum)",
-                "keep the checkpoint before the blow-up; restart with a 2-10x lower learning rate, "
-                "warmup and max_grad_norm 1.0",
-                {"min_smoothed_loss": mn, "min_step": int(fsteps[imin]), "final_loss": last,
-                 "first_loss": first}))
-    # -- divergence warning: grad-norm spikes without a loss blow-up
-    gfin = gnorm[np.isfinite(gnorm)] if len(gnorm) else gnorm
-    if len(gfin) >= 5 and not any(f.code == "divergence" for f in findings):
-        med = float(np.median(gfin))
-        spikes = [(int(s), float(g)) for s, g in zip(gsteps, gnorm)
-                  if math.isfinite(g) and med > 0 and g > GRAD_SPIKE_FACTOR * med]
-        if spikes:
-            findings.append(CurveFinding(
-                "divergence", "warning", spikes[0][0],
-                f"{len(spikes)} gradient-norm spike(s) over {GRAD_SPIKE_FACTOR:g}x the median "
-                f"({_fmt(med)}), first at step {spikes[0][0]} (grad_norm {_fmt(spikes[0][1])}): an early "
-                f"sign of divergence",
-                "set max_grad_norm 1.0 (gradient clipping), lower the learning rate or lengthen warmup; "
-                "look for outlier examples in the batches around that step",
-                {"median_grad_norm": med, "spikes": spikes[:10]}))
+def _loss_explosion(c: Curve) -> CurveFinding | None:
+    """divergence (error): the smoothed loss ends > DIVERGE_FACTOR x its minimum and above the start."""
+    if c.n < 5:
+        return None
+    imin = int(np.argmin(c.smooth))
+    mn = float(c.smooth[imin])
+    if not (mn > 0 and c.end_median > DIVERGE_FACTOR * mn and c.end_median > c.start_median):
+        return None
+    after = np.where(c.smooth[imin:] > 1.5 * mn)[0]
+    blow = int(c.fsteps[imin + after[0]]) if len(after) else int(c.fsteps[-1])
+    return CurveFinding(
+        "divergence", "error", blow,
+        f"training loss exploded: smoothed loss {_fmt(mn)} at step {int(c.fsteps[imin])} rose to "
+        f"{_fmt(c.end_median)} by the end (> {DIVERGE_FACTOR:g}x its minimum)",
+        "keep the checkpoint before the blow-up; restart with a 2-10x lower learning rate, "
+        "warmup and max_grad_norm 1.0",
+        {"min_smoothed_loss": mn, "min_step": int(c.fsteps[imin]), "end_median_loss": c.end_median,
+         "start_median_loss": c.start_median})
 
-    # -- zero_loss
-    if n:
-        early_cut = fsteps[0] + EARLY_FRACTION * max(1, fsteps[-1] - fsteps[0])
-        exact = np.where(floss == 0.0)[0]
-        early = np.where((floss < ZERO_LOSS) & (fsteps <= early_cut))[0]
-        late = np.where(floss < ZERO_LOSS)[0]
-        if len(exact) or len(early):
-            i = int(early[0]) if len(early) else int(exact[0])
-            findings.append(CurveFinding(
-                "zero_loss", "error", int(fsteps[i]),
-                f"training loss {_fmt(float(floss[i]))} at step {int(fsteps[i])}"
-                + (f" within the first {int(EARLY_FRACTION * 100)}% of training" if len(early) else "")
-                + (f" and exactly 0 from step {int(fsteps[exact[0]])}" if len(exact) else ""),
-                "check the label mask: if every label is -100 (prompt-only masking with a truncated "
-                "answer, or a template without assistant markers) the loss is 0; check for duplicated or "
-                "trivial examples (validate_jsonl.py reports duplicates) and for test/train leakage",
-                {"loss": float(floss[i]), "step": int(fsteps[i]), "threshold": ZERO_LOSS}))
-        elif len(late):
-            i = int(late[0])
-            findings.append(CurveFinding(
-                "zero_loss", "warning", int(fsteps[i]),
-                f"training loss fell below {ZERO_LOSS} at step {int(fsteps[i])}: the model is memorising "
-                f"the training set",
-                "use fewer epochs or the checkpoint at best_step; add data or dropout; compare eval loss "
-                "and run evaluate.py before trusting this adapter",
-                {"loss": float(floss[i]), "step": int(fsteps[i]), "threshold": ZERO_LOSS}))
 
-    # -- overfitting
-    efin = np.isfinite(eloss)
-    es, ev = esteps[efin], eloss[efin]
-    if len(ev) >= 3:
-        j = int(np.argmin(ev))
-        emin, elast = float(ev[j]), float(ev[-1])
-        tail = ev[j + 1:][-3:]  # the (up to 3) last eval points after the minimum: robust to one noisy point
-        rise = (float(np.mean(tail)) - emin) / emin if emin > 0 and len(tail) else 0.0
-        at = fsteps <= es[j]
-        train_at = float(np.median(floss[at][-max(1, w):])) if at.any() else None
-        after = fsteps > es[j]
-        train_after = float(np.median(floss[after][-max(1, w):])) if after.any() else None
-        train_fell = (train_at is not None and train_after is not None and train_at > 0
-                      and (train_at - train_after) / train_at >= OVERFIT_TRAIN_FALL)
-        if j < len(ev) - 1 and rise >= OVERFIT_RISE and elast >= emin * (1 + OVERFIT_RISE) and train_fell:
-            ratio = elast / last if last else None
-            band = None if ratio is None else ("fine" if ratio < 1.2 else "widening gap" if ratio <= 2
-                                               else "memorising")
-            findings.append(CurveFinding(
-                "overfitting", "warning", int(es[j]),
-                f"eval loss rose {rise * 100:.0f}% (mean of the last eval points) from its minimum {_fmt(emin)} at step {int(es[j])} to "
-                f"{_fmt(elast)} while training loss fell from {_fmt(train_at)} to {_fmt(train_after)}"
-                + (f"; eval/train ratio {ratio:.2f} ({band})" if ratio else ""),
-                f"keep the checkpoint at step {int(es[j])} (best_step); next time train fewer epochs "
-                "(stop near that step), or add data, lower the learning rate or LoRA rank, or raise "
-                "lora_dropout; use load_best_model_at_end with eval_steps",
-                {"min_eval_loss": emin, "min_eval_step": int(es[j]), "final_eval_loss": elast,
-                 "eval_rise": rise, "train_loss_at_min": train_at, "final_train_loss": train_after,
-                 "eval_train_ratio": ratio, "ratio_band": band}))
+def _grad_spikes(c: Curve) -> CurveFinding | None:
+    """divergence (warning): grad-norm spikes > GRAD_SPIKE_FACTOR x the median without a loss blow-up."""
+    gfin = c.gnorm[np.isfinite(c.gnorm)] if len(c.gnorm) else c.gnorm
+    if len(gfin) < 5:
+        return None
+    med = float(np.median(gfin))
+    spikes = [(int(s), float(g)) for s, g in zip(c.gsteps, c.gnorm)
+              if math.isfinite(g) and med > 0 and g > GRAD_SPIKE_FACTOR * med]
+    if not spikes:
+        return None
+    return CurveFinding(
+        "divergence", "warning", spikes[0][0],
+        f"{len(spikes)} gradient-norm spike(s) over {GRAD_SPIKE_FACTOR:g}x the median "
+        f"({_fmt(med)}), first at step {spikes[0][0]} (grad_norm {_fmt(spikes[0][1])}): an early "
+        f"sign of divergence",
+        "set max_grad_norm 1.0 (gradient clipping), lower the learning rate or lengthen warmup; "
+        "look for outlier examples in the batches around that step",
+        {"median_grad_norm": med, "spikes": spikes[:10]})
 
-    # -- lr_too_high: spikes or oscillation without progress
-    osc = False
-    if n >= 10 and not any(f.code == "divergence" and f.severity == "error" for f in findings):
-        kk = max(5, (n // 10) | 1)
-        local = rolling_median(floss, kk)
-        with np.errstate(divide="ignore", invalid="ignore"):  # near-zero levels: relative noise is meaningless
-            rel = np.where(local > ZERO_LOSS, floss / local - 1.0, 0.0)
-        # a spike: loss > SPIKE_FACTOR x the median of the points BEFORE it (a fast initial drop is
-        # never a spike; a centered median would call it one) that does not vanish at once (the
-        # median of it and the next 2 points stays > 1.5x): one noisy batch is not a spike.
-        # Consecutive spike points count as one event.
-        spikes_l: list[int] = []
-        for i in range(kk, n):
-            pre = float(np.median(floss[i - kk:i]))
-            if (floss[i] > ZERO_LOSS and floss[i] > SPIKE_FACTOR * pre
-                    and float(np.median(floss[i:i + 3])) > 1.5 * pre
-                    and not (spikes_l and i - spikes_l[-1] <= 3)):
-                spikes_l.append(i)
-        spikes = np.array(spikes_l, dtype=int)
-        half = rel[n // 2:]
-        noise = float(np.median(np.abs(half))) if len(half) else 0.0
-        lr_max = float(np.nanmax(lrs)) if len(lrs) else None
-        ev_common = {"spikes": int(len(spikes)), "second_half_noise": noise, "loss_drop": drop,
-                     "max_lr": lr_max}
-        if len(spikes) >= 2:
-            osc = True
-            findings.append(CurveFinding(
-                "lr_too_high", "warning", int(fsteps[spikes[0]]),
-                f"{len(spikes)} loss spikes over {SPIKE_FACTOR:g}x the median of the preceding steps, first at step "
-                f"{int(fsteps[spikes[0]])}" + (f" (max lr {lr_max:.2g})" if lr_max else ""),
-                "lower the learning rate 2-5x (LoRA typically 1e-4 to 2e-4), lengthen warmup "
-                "(warmup_ratio 0.05-0.1), clip gradients (max_grad_norm 1.0), or raise the effective batch "
-                "size with gradient_accumulation_steps",
-                ev_common))
-        elif noise > OSC_NOISE and (drop is None or drop < OSC_MAX_DROP):
-            osc = True
-            findings.append(CurveFinding(
-                "lr_too_high", "warning", int(fsteps[n // 2]),
-                f"loss oscillates ±{noise * 100:.0f}% around its local median in the second half and fell "
-                f"only {0 if drop is None else drop * 100:.0f}% overall"
-                + (f" (max lr {lr_max:.2g})" if lr_max else ""),
-                "lower the learning rate 2-5x, use a cosine or linear decay schedule with warmup, raise "
-                "the effective batch size (gradient_accumulation_steps)",
-                ev_common))
 
-    # -- underfitting
-    if n >= 5 and not osc and onset is None and drop is not None:
-        if drop < UNDERFIT_DROP and last >= UNDERFIT_LEVEL:
-            lr_max = float(np.nanmax(lrs)) if len(lrs) else None
-            findings.append(CurveFinding(
-                "underfitting", "warning", int(fsteps[-1]),
-                f"training loss is flat and high: {_fmt(first)} at the start, {_fmt(last)} at the end "
-                f"({drop * 100:.0f}% lower)" + (f"; max lr {lr_max:.2g}" if lr_max else ""),
-                "raise the learning rate (LoRA: 1e-4 to 2e-4; 2-10x if it was lower), train more steps or "
-                "epochs, raise the LoRA rank or target all linear layers; check that labels are not mostly "
-                "masked (validate_jsonl.py trainable_tokens) and that the data has a learnable pattern",
-                {"first_loss": first, "final_loss": last, "loss_drop": drop, "max_lr": lr_max}))
+def _zero_loss(c: Curve) -> CurveFinding | None:
+    """zero_loss: error when exactly 0 or < ZERO_LOSS early; warning when it gets there late."""
+    if not c.n:
+        return None
+    fsteps, floss = c.fsteps, c.floss
+    early_cut = fsteps[0] + EARLY_FRACTION * max(1, fsteps[-1] - fsteps[0])
+    exact = np.where(floss == 0.0)[0]
+    early = np.where((floss < ZERO_LOSS) & (fsteps <= early_cut))[0]
+    late = np.where(floss < ZERO_LOSS)[0]
+    if len(exact) or len(early):
+        i = int(early[0]) if len(early) else int(exact[0])
+        return CurveFinding(
+            "zero_loss", "error", int(fsteps[i]),
+            f"training loss {_fmt(float(floss[i]))} at step {int(fsteps[i])}"
+            + (f" within the first {int(EARLY_FRACTION * 100)}% of training" if len(early) else "")
+            + (f" and exactly 0 from step {int(fsteps[exact[0]])}" if len(exact) else ""),
+            "check the label mask: if every label is -100 (prompt-only masking with a truncated "
+            "answer, or a template without assistant markers) the loss is 0; check for duplicated or "
+            "trivial examples (validate_jsonl.py reports duplicates) and for test/train leakage",
+            {"loss": float(floss[i]), "step": int(fsteps[i]), "threshold": ZERO_LOSS})
+    if len(late):
+        i = int(late[0])
+        return CurveFinding(
+            "zero_loss", "warning", int(fsteps[i]),
+            f"training loss fell below {ZERO_LOSS} at step {int(fsteps[i])}: the model is memorising "
+            f"the training set",
+            "use fewer epochs or the checkpoint at best_step; add data or dropout; compare eval loss "
+            "and run evaluate.py before trusting this adapter",
+            {"loss": float(floss[i]), "step": int(fsteps[i]), "threshold": ZERO_LOSS})
+    return None
 
-    # -- best step
+
+def _overfitting(c: Curve) -> CurveFinding | None:
+    """overfitting (warning): eval loss rose >= OVERFIT_RISE above its minimum while training loss fell."""
+    es, ev, fsteps, floss, w = c.es, c.ev, c.fsteps, c.floss, c.window
+    if len(ev) < 3:
+        return None
+    j = int(np.argmin(ev))
+    emin, elast = float(ev[j]), float(ev[-1])
+    tail = ev[j + 1:][-3:]  # the (up to 3) last eval points after the minimum: robust to one noisy point
+    rise = (float(np.mean(tail)) - emin) / emin if emin > 0 and len(tail) else 0.0
+    at, after = fsteps <= es[j], fsteps > es[j]
+    train_at = float(np.median(floss[at][-max(1, w):])) if at.any() else None
+    train_after = float(np.median(floss[after][-max(1, w):])) if after.any() else None
+    train_fell = (train_at is not None and train_after is not None and train_at > 0
+                  and (train_at - train_after) / train_at >= OVERFIT_TRAIN_FALL)
+    if not (j < len(ev) - 1 and rise >= OVERFIT_RISE and elast >= emin * (1 + OVERFIT_RISE) and train_fell):
+        return None
+    last = c.end_median
+    ratio = elast / last if last else None
+    band = None if ratio is None else ("fine" if ratio < 1.2 else "widening gap" if ratio <= 2 else "memorising")
+    return CurveFinding(
+        "overfitting", "warning", int(es[j]),
+        f"eval loss rose {rise * 100:.0f}% (mean of the last eval points) from its minimum {_fmt(emin)} at step "
+        f"{int(es[j])} to {_fmt(elast)} while training loss fell from {_fmt(train_at)} to {_fmt(train_after)}"
+        + (f"; eval/train ratio {ratio:.2f} ({band})" if ratio else ""),
+        f"keep the checkpoint at step {int(es[j])} (best_step); next time train fewer epochs "
+        "(stop near that step), or add data, lower the learning rate or LoRA rank, or raise "
+        "lora_dropout; use load_best_model_at_end with eval_steps",
+        {"min_eval_loss": emin, "min_eval_step": int(es[j]), "final_eval_loss": elast,
+         "eval_rise": rise, "train_loss_at_min": train_at, "final_train_loss": train_after,
+         "eval_train_ratio": ratio, "ratio_band": band})
+
+
+def _loss_spikes(floss: np.ndarray, kk: int) -> list[int]:
+    """Indices of loss spikes: loss > SPIKE_FACTOR x the median of the kk points BEFORE it (a fast
+    initial drop is never a spike; a centered median would call it one) that does not vanish at once
+    (the median of it and the next 2 points stays > 1.5x): one noisy batch is not a spike.
+    Consecutive spike points count as one event."""
+    spikes: list[int] = []
+    for i in range(kk, len(floss)):
+        pre = float(np.median(floss[i - kk:i]))
+        if (floss[i] > ZERO_LOSS and floss[i] > SPIKE_FACTOR * pre
+                and float(np.median(floss[i:i + 3])) > 1.5 * pre
+                and not (spikes and i - spikes[-1] <= 3)):
+            spikes.append(i)
+    return spikes
+
+
+def _lr_too_high(c: Curve) -> CurveFinding | None:
+    """lr_too_high (warning): >= 2 loss spikes, or oscillation without progress in the second half."""
+    n, floss, fsteps = c.n, c.floss, c.fsteps
+    if n < 10:
+        return None
+    kk = max(5, (n // 10) | 1)
+    local = rolling_median(floss, kk)
+    with np.errstate(divide="ignore", invalid="ignore"):  # near-zero levels: relative noise is meaningless
+        rel = np.where(local > ZERO_LOSS, floss / local - 1.0, 0.0)
+    spikes = _loss_spikes(floss, kk)
+    half = rel[n // 2:]
+    noise = float(np.median(np.abs(half))) if len(half) else 0.0
+    lr_max = c.max_lr
+    evidence = {"spikes": len(spikes), "second_half_noise": noise, "loss_drop": c.drop, "max_lr": lr_max}
+    at_lr = f" (max lr {lr_max:.2g})" if lr_max else ""
+    if len(spikes) >= 2:
+        return CurveFinding(
+            "lr_too_high", "warning", int(fsteps[spikes[0]]),
+            f"{len(spikes)} loss spikes over {SPIKE_FACTOR:g}x the median of the preceding steps, first at step "
+            f"{int(fsteps[spikes[0]])}" + at_lr,
+            "lower the learning rate 2-5x (LoRA typically 1e-4 to 2e-4), lengthen warmup "
+            "(warmup_ratio 0.05-0.1), clip gradients (max_grad_norm 1.0), or raise the effective batch "
+            "size with gradient_accumulation_steps", evidence)
+    if noise > OSC_NOISE and (c.drop is None or c.drop < OSC_MAX_DROP):
+        return CurveFinding(
+            "lr_too_high", "warning", int(fsteps[n // 2]),
+            f"loss oscillates ±{noise * 100:.0f}% around its local median in the second half and fell "
+            f"only {0 if c.drop is None else c.drop * 100:.0f}% overall" + at_lr,
+            "lower the learning rate 2-5x, use a cosine or linear decay schedule with warmup, raise "
+            "the effective batch size (gradient_accumulation_steps)", evidence)
+    return None
+
+
+def _underfitting(c: Curve) -> CurveFinding | None:
+    """underfitting (warning): the loss fell < UNDERFIT_DROP and is still >= UNDERFIT_LEVEL."""
+    if c.n < 5 or c.drop is None or not (c.drop < UNDERFIT_DROP and c.end_median >= UNDERFIT_LEVEL):
+        return None
+    lr_max = c.max_lr
+    return CurveFinding(
+        "underfitting", "warning", int(c.fsteps[-1]),
+        f"training loss is flat and high: {_fmt(c.start_median)} at the start, {_fmt(c.end_median)} at the end "
+        f"({c.drop * 100:.0f}% lower)" + (f"; max lr {lr_max:.2g}" if lr_max else ""),
+        "raise the learning rate (LoRA: 1e-4 to 2e-4; 2-10x if it was lower), train more steps or "
+        "epochs, raise the LoRA rank or target all linear layers; check that labels are not mostly "
+        "masked (validate_jsonl.py trainable_tokens) and that the data has a learnable pattern",
+        {"start_median_loss": c.start_median, "end_median_loss": c.end_median, "loss_drop": c.drop,
+         "max_lr": lr_max})
+
+
+def _healthy(c: Curve, best: int | None) -> CurveFinding:
+    ratio = (float(c.ev[-1]) / c.end_median) if len(c.ev) and c.end_median else None
+    return CurveFinding(
+        "healthy", "info", best,
+        f"loss fell {0 if c.drop is None else c.drop * 100:.0f}% ({_fmt(c.start_median)} → {_fmt(c.end_median)})"
+        + (f"; final eval loss {_fmt(float(c.ev[-1]))}, eval/train ratio {ratio:.2f}" if ratio else
+           "; no eval loss logged" if not len(c.ev) else ""),
+        "nothing to fix in the curve; judge the adapter with evaluate.py against its base on a held-out "
+        "test set",
+        {"start_median_loss": c.start_median, "end_median_loss": c.end_median, "loss_drop": c.drop,
+         "final_eval_loss": float(c.ev[-1]) if len(c.ev) else None, "eval_train_ratio": ratio})
+
+
+def best_step(c: Curve, findings: Sequence[CurveFinding]) -> tuple[int | None, str]:
+    """The checkpoint to keep, with the reason; None when no checkpoint can be trusted or chosen.
+
+    - a blocking zero_loss makes every checkpoint suspect (labels or data are broken): None;
+    - divergence: only checkpoints before its onset count;
+    - otherwise the lowest eval loss; a tie between several steps is not broken by picking one: None;
+    - without eval loss, the last logged step (before the divergence when there is one).
+    """
+    zero = next((f for f in findings if f.code == "zero_loss" and f.severity == "error"), None)
+    if zero is not None:
+        return None, (f"none: zero_loss at step {zero.step} means the labels or data are broken, so no checkpoint "
+                      f"of this run can be trusted; fix the data and retrain")
+    onset = min((f.step for f in findings if f.code == "divergence" and f.severity == "error"), default=None)
+    es, ev = c.es, c.ev
+    if onset is not None:
+        keep = es < onset
+        es, ev = es[keep], ev[keep]
     if len(ev):
-        best = int(es[int(np.argmin(ev))])
-        best_reason = "lowest eval loss"
-    elif n:
-        if onset is not None:
-            before = fsteps[fsteps < onset]
-            best = int(before[-1]) if len(before) else int(fsteps[0])
-            best_reason = "last logged step before the divergence (no eval loss logged)"
-        else:
-            best = int(fsteps[-1])
-            best_reason = "last step (no eval loss logged; add a validation set to pick checkpoints)"
-    else:
-        best, best_reason = None, "no finite loss values"
+        mn = float(np.min(ev))
+        tied = [int(s) for s, v in zip(es, ev) if math.isclose(float(v), mn, rel_tol=1e-9, abs_tol=1e-12)]
+        if len(tied) > 1:
+            return None, (f"none: eval loss is tied at {_fmt(mn)} at steps {', '.join(map(str, tied[:10]))}; "
+                          f"no checkpoint is better than another by eval loss: compare them with evaluate.py")
+        return tied[0], "lowest eval loss" + (" before the divergence" if onset is not None else "")
+    if not c.n:
+        return None, "none: no finite loss values"
+    if onset is not None:
+        before = c.fsteps[c.fsteps < onset]
+        if not len(before):
+            return None, f"none: the run diverged at step {onset}, before any good logged step"
+        return int(before[-1]), "last logged step before the divergence (no eval loss logged)"
+    return int(c.fsteps[-1]), "last step (no eval loss logged; add a validation set to pick checkpoints)"
 
+
+def summarise(rows: Sequence[dict], c: Curve) -> dict[str, Any]:
+    """Summary fields, each named for what it is (evaluation.md lists them)."""
+    return {"steps_logged": len(rows), "train_points": int(len(c.loss)), "eval_points": int(len(c.eloss)),
+            "first_step": int(c.steps[0]) if len(c.steps) else None,
+            "last_step": int(c.steps[-1]) if len(c.steps) else None,
+            "first_logged_loss": float(c.floss[0]) if c.n else None,
+            "last_logged_loss": float(c.floss[-1]) if c.n else None,
+            "median_window_points": c.window,
+            "start_median_loss": c.start_median, "end_median_loss": c.end_median, "loss_drop": c.drop,
+            "min_eval_loss": float(np.min(c.ev)) if len(c.ev) else None,
+            "final_eval_loss": float(c.ev[-1]) if len(c.ev) else None}
+
+
+def analyse(rows: Sequence[dict]) -> dict[str, Any]:
+    """Findings, best step and summary for log rows (training_log.jsonl shape)."""
+    c = Curve.from_rows(rows)
+    findings = [f for f in (_non_finite(c), _loss_explosion(c)) if f is not None]
+    diverged = bool(findings)
+    if not diverged:
+        findings += [f for f in (_grad_spikes(c),) if f is not None]
+    findings += [f for f in (_zero_loss(c), _overfitting(c)) if f is not None]
+    oscillating = None if diverged else _lr_too_high(c)
+    if oscillating is not None:
+        findings.append(oscillating)
+    elif not diverged:
+        findings += [f for f in (_underfitting(c),) if f is not None]
+    best, reason = best_step(c, findings)
     if not any(f.severity in ("warning", "error") for f in findings):
-        ratio = (float(ev[-1]) / last) if len(ev) and last else None
-        findings.append(CurveFinding(
-            "healthy", "info", best,
-            f"loss fell {0 if drop is None else drop * 100:.0f}% ({_fmt(first)} → {_fmt(last)})"
-            + (f"; final eval loss {_fmt(float(ev[-1]))}, eval/train ratio {ratio:.2f}" if ratio else
-               "; no eval loss logged" if not len(ev) else ""),
-            "nothing to fix in the curve; judge the adapter with evaluate.py against its base on a held-out "
-            "test set",
-            {"first_loss": first, "final_loss": last, "loss_drop": drop,
-             "final_eval_loss": float(ev[-1]) if len(ev) else None, "eval_train_ratio": ratio}))
-
+        findings.append(_healthy(c, best))
     order = {"error": 0, "warning": 1, "info": 2}
     findings.sort(key=lambda f: (order[f.severity], f.step if f.step is not None else -1))
-    summary = {"steps_logged": len(rows), "train_points": int(len(loss)), "eval_points": int(len(eloss)),
-               "first_step": int(steps[0]) if len(steps) else None,
-               "last_step": int(steps[-1]) if len(steps) else None,
-               "first_loss": first, "final_loss": last, "loss_drop": drop,
-               "min_eval_loss": float(np.min(ev)) if len(ev) else None,
-               "final_eval_loss": float(ev[-1]) if len(ev) else None}
-    return {"findings": [f.to_dict() for f in findings], "best_step": best, "best_step_reason": best_reason,
-            "summary": summary}
+    return {"findings": [f.to_dict() for f in findings], "best_step": best, "best_step_reason": reason,
+            "summary": summarise(rows, c)}
 
 
 def exit_code(findings: Sequence[dict]) -> int:

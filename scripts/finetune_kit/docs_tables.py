@@ -6,10 +6,12 @@ Between marker comments in the guides:
     <!-- BEGIN EXAMPLE: <name> -->  a ```bash block with one command, then a ```text block
                                      holding that command's real output  <!-- END EXAMPLE: <name> -->
 
-Run after editing data/providers.yaml:
+Run after editing data/providers.yaml (from the skill root):
 
-    python3 scripts/finetune_kit/docs_tables.py --write   # rewrite the generated parts in place
-    python3 scripts/finetune_kit/docs_tables.py --check   # exit 1 if a guide is out of date
+    cd scripts && python3 -m finetune_kit.docs_tables --write   # rewrite the generated parts in place
+    cd scripts && python3 -m finetune_kit.docs_tables --check   # exit 1 if a guide is out of date
+
+(``python3 scripts/finetune_kit/docs_tables.py --write`` does the same by path.)
 
 Tables judge lifecycle status on the data file's own ``as_of`` date, so the output depends on
 the file only; worked examples pin ``--as-of`` for the same reason.
@@ -67,11 +69,20 @@ def t_offerings(d: P.DataFile) -> str:
             if m.params_range_b:
                 size = f" ({m.params_range_b[0]:g}-{m.params_range_b[1]:g}B)"
             rows.append((p.id, f"`{m.id}`{size}", ", ".join(m.methods), _fmt(m.training_price.get("sft")),
-                         _fmt(m.training_price.get("dpo")),
-                         m.serving.replace("_", "-") + (f" ({m.serving_unit})" if m.serving_unit else ""),
-                         f"**{st.label}**" if st.status != "available" else st.label, m.as_of))
+                         _fmt(m.training_price.get("dpo")), _serving(m),
+                         f"**{st.label}**" if st.status != "available" else st.label,
+                         m.training_ends.isoformat() if m.training_ends else "-", m.as_of))
     return _md(["provider", "model / tier", "methods", "SFT $/1M train tok", "DPO $/1M", "serving",
-                f"status on {on}", "as of"], rows)
+                f"status on {on}", "training closes", "as of"], rows)
+
+
+def _serving(m: P.Offering) -> str:
+    out = m.serving.replace("_", "-")
+    if m.hosting_per_hour is not None:
+        out += f" (${m.hosting_per_hour:.2f}/h" + (f" x {m.hosting_gpus}" if m.hosting_gpus > 1 else "") + ")"
+    elif m.serving_unit:
+        out += f" ({m.serving_unit})"
+    return out
 
 
 def t_limits(d: P.DataFile) -> str:
@@ -110,9 +121,15 @@ def t_lifecycle(d: P.DataFile) -> str:
         for m in p.models:
             if m.retires and not any(ev.date == m.retires and ev.applies_to and m.id in ev.applies_to
                                      for ev in p.lifecycle):
-                events.append((m.retires, p.id, f"{m.name} shut down (retired)"))
+                events.append((m.retires, p.id, f"`{m.id}` and its fine-tunes shut down"))
         if p.training_ends and not any(ev.date == p.training_ends for ev in p.lifecycle):
             events.append((p.training_ends, p.id, "no new fine-tuning jobs"))
+        ends: dict = {}
+        for m in p.models:
+            if m.training_ends and not any(ev.date == m.training_ends for ev in p.lifecycle):
+                ends.setdefault(m.training_ends, []).append(m.id)
+        for date, ids in ends.items():
+            events.append((date, p.id, f"training closes (no earlier than) for {', '.join(ids)}"))
     events.sort()
     return _md(["date", "provider", "event"], [(e[0].isoformat(), e[1], e[2]) for e in events])
 
@@ -147,15 +164,35 @@ def t_inference_prices(d: P.DataFile) -> str:
     rows = []
     for p in d.providers:
         for m in p.models:
-            if m.base_input_price is None or m.ft_input_price is None:
-                continue
             st = P.status_of(p, m, d.as_of)
-            rows.append((p.id, f"`{m.id}`", f"{_fmt(m.base_input_price)} / {_fmt(m.base_output_price)}",
-                         f"{_fmt(m.ft_input_price)} / {_fmt(m.ft_output_price)}",
-                         f"{m.ft_input_price / m.base_input_price:.1f}x / {m.ft_output_price / m.base_output_price:.1f}x",
-                         st.label, m.as_of))
-    return _md(["provider", "model", "base in / out $/1M", "fine-tuned in / out $/1M", "fine-tuned markup",
-                f"status on {d.as_of}", "as of"], rows)
+            if st.status == "retired" or m.ft_input_price is None:
+                continue
+            base = (f"{_fmt(m.base_input_price)} / {_fmt(m.base_output_price)}" if m.base_input_price is not None
+                    else "-")
+            cached = " / ".join(_fmt(x, 3) for x in (m.base_cached_price, m.ft_cached_price)) if (
+                m.base_cached_price is not None or m.ft_cached_price is not None) else "-"
+            markup = (f"{m.ft_input_price / m.base_input_price:.1f}x / {m.ft_output_price / m.base_output_price:.1f}x"
+                      if m.base_input_price and m.base_output_price else "-")
+            fixed = m.fixed_monthly_cost()
+            rows.append((p.id, f"`{m.id}`", base, f"{_fmt(m.ft_input_price)} / {_fmt(m.ft_output_price)}", cached,
+                         markup, _fmt(fixed), st.label, m.as_of))
+    return _md(["provider", "model", "base in / out $/1M", "fine-tuned in / out $/1M", "cached in base / FT",
+                "fine-tuned markup", "fixed $/month (24/7)", f"status on {d.as_of}", "as of"], rows)
+
+
+def t_other_services(d: P.DataFile) -> str:
+    return _md(["service", "status", "what to know", "as of", "source"],
+               [(o.name, f"**{o.status}**" if o.status == "deprecated" else o.status, o.note, o.as_of,
+                 _source(o.source)) for o in d.other_services])
+
+
+def t_current_models(d: P.DataFile) -> str:
+    rows = []
+    for p in d.providers:
+        for m in p.models:
+            if m.smaller:
+                rows.append((f"`{p.id}/{m.id}`", ", ".join(f"`{x}`" for x in m.smaller)))
+    return _md(["--current-model", "prompt-only alternatives always priced"], rows)
 
 
 def t_gpu_costs(d: P.DataFile) -> str:
@@ -168,11 +205,12 @@ def t_gpu_costs(d: P.DataFile) -> str:
             if not plan["fits"]:
                 rows.append((f"{size:g}B", p.id, f"{spec.name} ({g.tier})", "does not fit", "-", "-", "-"))
                 continue
-            hours = tokens / plan["tokens_per_s"] / 3600
+            hours = costs.training_hours(params_b=size, training_tokens=tokens, epochs=1,
+                                         tokens_per_s=plan["tokens_per_s"])["total"]
             rows.append((f"{size:g}B", p.id, f"{spec.name} ({g.tier})", plan["method"],
                          f"{plan['tokens_per_s']:,.0f}", f"{hours:,.2f}", _fmt(hours * g.price_per_hour)))
-    return _md(["model", "provider", "GPU", "method", "est. tok/s", "hours per 10M training tokens",
-                "$ per 10M training tokens"], rows)
+    return _md(["model", "provider", "GPU", "method", "est. tok/s",
+                "hours per 10M training tokens (incl. load + 10 evals)", "$ per 10M training tokens"], rows)
 
 
 TABLES = {
@@ -184,6 +222,8 @@ TABLES = {
     "training-prices": t_training_prices,
     "inference-prices": t_inference_prices,
     "gpu-costs": t_gpu_costs,
+    "other-services": t_other_services,
+    "current-models": t_current_models,
 }
 
 
@@ -258,7 +298,7 @@ def main(argv=None) -> int:
         print("updated: " + ", ".join(stale) if stale else "guides already up to date")
         return 0
     if stale:
-        print("out of date: " + ", ".join(stale) + " - run: python3 scripts/finetune_kit/docs_tables.py --write",
+        print("out of date: " + ", ".join(stale) + " - run: cd scripts && python3 -m finetune_kit.docs_tables --write",
               file=sys.stderr)
         return 1
     print("guides match the data file")

@@ -9,6 +9,11 @@ Who is A and who is B
 - ``--base-model M --adapter V1 --model-b V2``: A = M + V1, B = M + V2 (old vs new adapter:
   the gate before rolling out V2).
 - ``--predictions-a FA --predictions-b FB``: score existing outputs (API-hosted models).
+- ``--predictions-a FA --base-model M --adapter X``: A from a file (an earlier baseline run), B generated.
+- ``--base-model M`` alone, or ``--predictions-a FA`` alone: **baseline only** — score A with a CI and
+  write predictions a later run reuses as ``--predictions-a`` (measure the prompt-only baseline first).
+- ``--base-model M --few-shot-cv K``: **small data** — A = M zero-shot, B = M with few-shot examples
+  taken from the other K-1 folds, so every example is tested once and never shown as its own example.
 A is always the baseline, B the candidate; every difference is B - A.
 
 Each test line is a chat example; the reference is its LAST assistant message and the
@@ -212,7 +217,8 @@ def render_prompt(tok, item: TestItem) -> str:
 class Generator:
     """Loads the base once; adapters share it (peft multi-adapter); a full model B loads apart."""
 
-    def __init__(self, base: str, a: Side, b: Side, *, device: str | None = None, dtype: str = "auto"):
+    def __init__(self, base: str, a: Side | None, b: Side | None, *, device: str | None = None,
+                 dtype: str = "auto"):
         from . import models
 
         torch = require("torch", "to generate with local models")
@@ -222,7 +228,7 @@ class Generator:
         self.dtype = {"auto": None, "float32": torch.float32, "bfloat16": torch.bfloat16,
                       "float16": torch.float16}[dtype]
         self.base_ref = models.resolve(base)
-        self.sides = {"a": a, "b": b}
+        self.sides = {k: s for k, s in (("a", a), ("b", b)) if s is not None and s.kind != "predictions"}
         self._models: dict[str, Any] = {}
         self._toks: dict[str, Any] = {}
         base_tok = models.load_tokenizer(self.base_ref)
@@ -379,7 +385,9 @@ def default_metrics(items: Sequence[TestItem], schema: bool, generated: bool,
                     outs: Sequence[Sequence[Output]] = ()) -> list[str]:
     if any(it.reference_tool_calls for it in items):
         names = ["tool_call", "tool_name", "token_f1"]
-    elif schema or sum(M.is_json_container(it.reference) for it in items) >= 0.8 * len(items):
+    elif sum(M.is_json_container(it.reference) for it in items) >= 0.8 * len(items):
+        names = ["json_match", "json_valid", "token_f1"]  # the content, not only the format, is the task
+    elif schema:
         names = ["json_valid", "json_match", "token_f1"]
     else:
         names = ["exact_match", "token_f1", "rouge_l"]
@@ -583,6 +591,14 @@ def render_report(doc: dict, items, outs_a, outs_b, scores_a, scores_b, *, show_
               f"{doc['test']['sha256'][:12]}…)",
               f"- A: {doc['a']['kind']} `{doc['a']['spec']}`",
               f"- B: {doc['b']['kind']} `{doc['b']['spec']}`"]
+    if doc.get("few_shot_cv"):
+        cv = doc["few_shot_cv"]
+        lines.append(f"- few-shot cross-validation: {cv['folds']} folds (sizes {cv['fold_sizes']}); B's prompts "
+                     f"carry {cv['shots']} demonstrations from the other folds (at least {cv['shots_used_min']}), "
+                     f"so no example is its own demonstration")
+    if doc.get("min_detectable_diff") is not None:
+        lines.append(f"- detectable change with n = {doc['n']}: about {100 * doc['min_detectable_diff']:.0f} points "
+                     f"(two-sided 5%, 80% power, from the observed paired spread)")
     if doc.get("generation"):
         gen = doc["generation"]
         lines.append(f"- generation: {'greedy' if not gen['temperature'] else 'temperature ' + str(gen['temperature'])}, "
@@ -657,20 +673,36 @@ class Options:
     output_dir: Optional[str] = None
     force: bool = False
     examples: bool = True
+    few_shot_cv: Optional[int] = None
+    shots: int = 3
+
+
+MODES = ("generate", "predictions", "mixed", "baseline", "few_shot_cv")
 
 
 def _check_options(o: Options) -> str:
-    pred_mode = bool(o.predictions_a or o.predictions_b)
-    model_mode = bool(o.base_model or o.adapter or o.model_b)
-    if pred_mode and model_mode:
+    """The evaluation mode the flags ask for (``MODES``), or a UsageError saying what is wrong."""
+    compare_models = bool(o.adapter or o.model_b)
+    if o.predictions_b and not o.predictions_a:
+        raise UsageError("--predictions-b needs --predictions-a (A = baseline, B = candidate)")
+    if o.predictions_a and o.predictions_b and (o.base_model or compare_models):
         raise UsageError("use either --predictions-a/--predictions-b or --base-model/--adapter/--model-b, not both")
-    if pred_mode and not (o.predictions_a and o.predictions_b):
-        raise UsageError("--predictions-a and --predictions-b go together (A = baseline, B = candidate)")
-    if not pred_mode and not model_mode:
-        raise UsageError("nothing to compare: give --base-model with --adapter/--model-b, "
-                         "or --predictions-a and --predictions-b")
-    if pred_mode and o.general and not (o.general_predictions_a and o.general_predictions_b):
-        raise UsageError("--general with prediction files needs --general-predictions-a and --general-predictions-b")
+    if o.few_shot_cv is not None:
+        if o.predictions_a or compare_models or not o.base_model:
+            raise UsageError("--few-shot-cv K takes --base-model alone (A = zero-shot, B = few-shot prompts)")
+        if o.few_shot_cv < 2:
+            raise UsageError("--few-shot-cv must be >= 2 folds")
+        if o.shots < 1:
+            raise UsageError("--shots must be >= 1")
+    if o.predictions_a and o.base_model and not compare_models:
+        raise UsageError("--predictions-a with --base-model needs --adapter or --model-b (the B to generate)")
+    if not (o.predictions_a or o.base_model or compare_models):
+        raise UsageError("nothing to evaluate: give --base-model (baseline only, or with --adapter/--model-b), "
+                         "or --predictions-a [and --predictions-b]")
+    if o.general and (o.few_shot_cv is not None or not (o.predictions_b or compare_models)):
+        raise UsageError("--general is a forgetting check of B against A: it needs a candidate B")
+    if o.general and o.predictions_a and not (o.general_predictions_a and (o.general_predictions_b or compare_models)):
+        raise UsageError("--general with prediction files needs --general-predictions-a (and -b unless B is generated)")
     if (o.general_predictions_a or o.general_predictions_b) and not o.general:
         raise UsageError("--general-predictions-a/-b need --general FILE (the references)")
     if o.max_new_tokens < 1 or o.batch_size < 1:
@@ -681,7 +713,13 @@ def _check_options(o: Options) -> str:
         raise UsageError("--temperature must be >= 0 (0 = greedy)")
     if o.judge_model and not o.judge_url:
         raise UsageError("--judge-model needs --judge-url")
-    return "predictions" if pred_mode else "generate"
+    if o.few_shot_cv is not None:
+        return "few_shot_cv"
+    if o.predictions_a and o.predictions_b:
+        return "predictions"
+    if o.predictions_a:
+        return "mixed" if compare_models else "baseline"
+    return "generate" if compare_models else "baseline"
 
 
 def _load_schema(path: str | None):
@@ -703,6 +741,159 @@ def _load_schema(path: str | None):
         raise UsageError(f"--json-schema {path} is not a valid JSON Schema: {exc.message}") from exc
 
 
+# ---------------------------------------------------------------- small data: few-shot cross-validation
+
+def _demo_turns(item: TestItem) -> list[dict] | None:
+    """An example shown in the prompt: its non-system turns plus the reference answer (text only)."""
+    turns = [m for m in item.prompt_messages if m.get("role") != "system"]
+    if item.reference_tool_calls or not item.reference or any(m.get("role") not in ("user", "assistant")
+                                                              or m.get("tool_calls") for m in turns):
+        return None
+    return turns + [{"role": "assistant", "content": item.reference}]
+
+
+def few_shot_folds(items: Sequence[TestItem], k: int, shots: int, seed: int) -> tuple[list[TestItem], dict]:
+    """B's prompts for k-fold few-shot evaluation, in test order, and what was done.
+
+    Examples are shuffled (seeded) into k folds; every example of a fold is prompted with the same
+    ``shots`` demonstrations drawn from the OTHER folds, so no example is ever its own demonstration
+    and every example is tested exactly once (all n count toward the paired test).
+    """
+    import random
+
+    n = len(items)
+    if k > n:
+        raise UsageError(f"--few-shot-cv {k}: more folds than the {n} test examples")
+    order = list(range(n))
+    random.Random(seed).shuffle(order)
+    fold_of = {i: pos % k for pos, i in enumerate(order)}
+    demos = {i: _demo_turns(items[i]) for i in range(n)}
+    per_fold: dict[int, list[int]] = {}
+    for f in range(k):
+        pool = [i for i in order if fold_of[i] != f and demos[i] is not None]
+        per_fold[f] = pool[:shots]
+    used = min(len(v) for v in per_fold.values())
+    if used == 0:
+        raise UsageError("--few-shot-cv: no example can be shown as a demonstration (every one has tool calls "
+                         "or tool turns); use --predictions-a/-b with prompts you built")
+    out: list[TestItem] = []
+    for it in items:
+        shown = [t for i in per_fold[fold_of[it.index]] for t in demos[i]]
+        system = [m for m in it.prompt_messages if m.get("role") == "system"]
+        rest = [m for m in it.prompt_messages if m.get("role") != "system"]
+        out.append(TestItem(it.index, it.line, system + shown + rest, it.reference, it.reference_tool_calls,
+                            it.tools))
+    info = {"folds": k, "shots": shots, "shots_used_min": used,
+            "fold_sizes": [sum(1 for i in range(n) if fold_of[i] == f) for f in range(k)],
+            "demonstrations": {str(f): [items[i].line for i in v] for f, v in per_fold.items()}}
+    return out, info
+
+
+# ---------------------------------------------------------------- orchestration
+
+@dataclass
+class Outputs:
+    """What one run produced before scoring: sides, per-example outputs, generation details."""
+    a: Side
+    b: Optional[Side]
+    outs_a: list[Output]
+    outs_b: Optional[list[Output]]
+    gouts: Optional[tuple[list[Output], list[Output]]] = None
+    generation: Optional[dict] = None
+    cv: Optional[dict] = None
+    warnings: list[str] = field(default_factory=list)
+
+
+def _check_output_dir(o: Options) -> None:
+    if o.output_dir:  # fail before spending minutes on generation
+        out = Path(o.output_dir)
+        if out.exists() and (not out.is_dir() or any(out.iterdir())) and not o.force:
+            raise UsageError(f"output directory {out} already exists and is not empty; pass --force to replace it")
+
+
+def _generation_kw(o: Options) -> dict:
+    return dict(max_new_tokens=o.max_new_tokens, batch_size=o.batch_size, temperature=o.temperature, seed=o.seed)
+
+
+def _generate(o: Options, mode: str, items, gitems) -> Outputs:
+    """Generate the sides that are models (A from a file in ``mixed`` mode)."""
+    kw = _generation_kw(o)
+    if mode == "baseline":
+        base, a, b = o.base_model, Side(o.label_a or "base", "base", str(o.base_model)), None
+    elif mode == "few_shot_cv":
+        base = str(o.base_model)
+        a = Side(o.label_a or "zero-shot", "base", base)
+        b = Side(o.label_b or f"{o.shots}-shot", "base", base)
+    else:
+        base, a, b = plan_sides(o.base_model, o.adapter, o.model_b, o.label_a, o.label_b)
+        if mode == "mixed":
+            a = Side(o.label_a or "baseline", "predictions", str(o.predictions_a))
+    gen = Generator(base, a, b, device=o.device, dtype=o.dtype)
+    res = Outputs(a, b, [], None, generation={**{k: v for k, v in kw.items() if k != "seed"},
+                                              "device": gen.device, "base_model": base})
+    if mode == "mixed":
+        res.outs_a = load_predictions(o.predictions_a, len(items))
+    else:
+        res.outs_a = gen.generate("a", items, desc="generating A (test)", **kw)
+    if mode == "few_shot_cv":
+        b_items, res.cv = few_shot_folds(items, o.few_shot_cv, o.shots, o.seed)
+        if res.cv["shots_used_min"] < o.shots:
+            res.warnings.append(f"only {res.cv['shots_used_min']} demonstration(s) available for some folds "
+                                f"(asked for {o.shots})")
+        res.outs_b = gen.generate("b", b_items, desc="generating B (few-shot)", **kw)
+    elif b is not None:
+        res.outs_b = gen.generate("b", items, desc="generating B (test)", **kw)
+    if gitems is not None:
+        ga = (load_predictions(o.general_predictions_a, len(gitems)) if mode == "mixed"
+              else gen.generate("a", gitems, desc="generating A (general)", **kw))
+        res.gouts = (ga, gen.generate("b", gitems, desc="generating B (general)", **kw))
+    truncated = sum(1 for side in (res.outs_a, res.outs_b or []) for x in side
+                    if x.output_tokens == o.max_new_tokens)
+    if truncated:
+        res.warnings.append(f"{truncated} outputs stopped at --max-new-tokens {o.max_new_tokens}; "
+                            f"raise it if answers are cut off")
+    return res
+
+
+def _read_predictions(o: Options, mode: str, items, gitems) -> Outputs:
+    a = Side(o.label_a or "baseline", "predictions", str(o.predictions_a))
+    if mode == "baseline":
+        return Outputs(a, None, load_predictions(o.predictions_a, len(items)), None)
+    b = Side(o.label_b or "candidate", "predictions", str(o.predictions_b))
+    gouts = None
+    if gitems is not None:
+        gouts = (load_predictions(o.general_predictions_a, len(gitems)),
+                 load_predictions(o.general_predictions_b, len(gitems)))
+    return Outputs(a, b, load_predictions(o.predictions_a, len(items)),
+                   load_predictions(o.predictions_b, len(items)), gouts)
+
+
+def _small_n_warning(n: int, mdd: float | None) -> str:
+    return (f"only {n} test examples: differences below ~{round(100 * (mdd or 0))} points cannot be detected "
+            f"reliably (80% power); use 100-500 examples, or --few-shot-cv on a small set (evaluation.md)")
+
+
+def _general_check(o: Options, gitems, gouts, gnames, generated: bool) -> tuple[dict, list[dict]]:
+    gn = gnames or default_metrics(gitems, False, generated, gouts)
+    gsa = score_side(gitems, gouts[0], gn, None)
+    gsb = score_side(gitems, gouts[1], gn, None)
+    grows = compare_scores(gn, gsa, gsb, n_boot=o.bootstrap, seed=o.seed)
+    regressions = [n for n, r in grows.items() if M.info(n).quality and r["significant"] == "worse"]
+    general = {"file": str(o.general), "n": len(gitems), "metrics": grows, "regressions": regressions,
+               "regressed": bool(regressions)}
+    return general, prediction_rows(gitems, gouts[0], gouts[1], gsa, gsb, gn)
+
+
+def _metric_names(o: Options, names, items, validator, generated: bool, outs: list[list[Output]], judge) -> list[str]:
+    names = names or default_metrics(items, validator is not None, generated, outs)
+    if judge is not None and "judge" not in names:
+        names.append("judge")
+    for n in ("latency_ms", "output_tokens"):
+        if n in names and not generated and any(getattr(x, n) is None for side in outs for x in side):
+            raise UsageError(f"metric {n} needs '{n}' on every line of {'the prediction file' if len(outs) == 1 else 'both prediction files'}")
+    return names
+
+
 def run(o: Options) -> tuple[dict, str, list[str], list[str]]:
     """Evaluate; returns (json doc, report markdown, input paths, output paths)."""
     mode = _check_options(o)
@@ -716,99 +907,113 @@ def run(o: Options) -> tuple[dict, str, list[str], list[str]]:
         print(f"note: sending prompts, references and outputs to the judge at {judge.url}", file=sys.stderr)
     elif names and "judge" in names:
         raise UsageError("metric 'judge' needs --judge-url and --judge-model")
-    if o.output_dir:  # fail before spending minutes on generation
-        out = Path(o.output_dir)
-        if out.exists() and (not out.is_dir() or any(out.iterdir())) and not o.force:
-            raise UsageError(f"output directory {out} already exists and is not empty; pass --force to replace it")
-
+    _check_output_dir(o)
     inputs = [o.test] + [p for p in (o.general, o.json_schema, o.predictions_a, o.predictions_b,
                                      o.general_predictions_a, o.general_predictions_b) if p]
-    gen_info = None
-    warnings: list[str] = []
-    if mode == "predictions":
-        a = Side(o.label_a or "baseline", "predictions", str(o.predictions_a))
-        b = Side(o.label_b or "candidate", "predictions", str(o.predictions_b))
-        outs_a = load_predictions(o.predictions_a, len(items))
-        outs_b = load_predictions(o.predictions_b, len(items))
-        gouts = None
-        if gitems is not None:
-            gouts = (load_predictions(o.general_predictions_a, len(gitems)),
-                     load_predictions(o.general_predictions_b, len(gitems)))
-    else:
-        base, a, b = plan_sides(o.base_model, o.adapter, o.model_b, o.label_a, o.label_b)
-        gen = Generator(base, a, b, device=o.device, dtype=o.dtype)
-        kw = dict(max_new_tokens=o.max_new_tokens, batch_size=o.batch_size, temperature=o.temperature,
-                  seed=o.seed)
-        outs_a = gen.generate("a", items, desc="generating A (test)", **kw)
-        outs_b = gen.generate("b", items, desc="generating B (test)", **kw)
-        gouts = None
-        if gitems is not None:
-            gouts = (gen.generate("a", gitems, desc="generating A (general)", **kw),
-                     gen.generate("b", gitems, desc="generating B (general)", **kw))
-        gen_info = {"max_new_tokens": o.max_new_tokens, "batch_size": o.batch_size,
-                    "temperature": o.temperature, "device": gen.device, "base_model": base}
-        truncated = sum(1 for side in (outs_a, outs_b) for x in side if x.output_tokens == o.max_new_tokens)
-        if truncated:
-            warnings.append(f"{truncated} outputs stopped at --max-new-tokens {o.max_new_tokens}; "
-                            f"raise it if answers are cut off")
-
-    generated = mode == "generate"
-    names = names or default_metrics(items, validator is not None, generated, (outs_a, outs_b))
-    if judge is not None and "judge" not in names:
-        names.append("judge")
-    for n in ("latency_ms", "output_tokens"):
-        if n in names and not generated and any(getattr(x, n) is None for x in outs_a + outs_b):
-            raise UsageError(f"metric {n} needs '{n}' on every line of both prediction files")
-    sa = score_side(items, outs_a, names, validator, judge, "judging A")
-    sb = score_side(items, outs_b, names, validator, judge, "judging B")
+    generated = mode not in ("predictions",) and not (mode == "baseline" and o.predictions_a)
+    res = (_generate(o, mode, items, gitems) if generated else _read_predictions(o, mode, items, gitems))
+    sides = [res.outs_a] + ([res.outs_b] if res.outs_b is not None else [])
+    names = _metric_names(o, names, items, validator, generated, sides, judge)
+    sa = score_side(items, res.outs_a, names, validator, judge, "judging A")
+    if res.outs_b is None:
+        return _baseline_result(o, mode, items, res, names, sa, schema_path, inputs, judge)
+    sb = score_side(items, res.outs_b, names, validator, judge, "judging B")
     rows = compare_scores(names, sa, sb, n_boot=o.bootstrap, seed=o.seed)
-    if len(items) < MIN_RELIABLE_N:
-        warnings.append(f"only {len(items)} test examples: differences below ~"
-                        f"{max(5, round(100 / math.sqrt(len(items))))} points cannot be detected; "
-                        f"use 100-500 examples (evaluation.md)")
-
-    general = None
-    g_pred_rows = None
-    if gitems is not None and gouts is not None:
-        gn = gnames or [n for n in default_metrics(gitems, False, generated, gouts)]
-        gsa = score_side(gitems, gouts[0], gn, None)
-        gsb = score_side(gitems, gouts[1], gn, None)
-        grows = compare_scores(gn, gsa, gsb, n_boot=o.bootstrap, seed=o.seed)
-        regressions = [n for n, r in grows.items() if M.info(n).quality and r["significant"] == "worse"]
-        general = {"file": str(o.general), "n": len(gitems), "metrics": grows, "regressions": regressions,
-                   "regressed": bool(regressions)}
-        g_pred_rows = prediction_rows(gitems, gouts[0], gouts[1], gsa, gsb, gn)
-
     primary = names[0]
+    mdd = stats.min_detectable_diff(sa[primary], sb[primary])
+    if len(items) < MIN_RELIABLE_N:
+        res.warnings.append(_small_n_warning(len(items), mdd))
+    general, g_pred_rows = (_general_check(o, gitems, res.gouts, gnames, generated)
+                            if gitems is not None and res.gouts is not None else (None, None))
     verdict, reason = decide(primary, rows, general)
     doc: dict[str, Any] = {
         "metrics": rows, "primary_metric": primary, "verdict": verdict, "verdict_reason": reason,
         "regressions": [n for n, r in rows.items() if M.info(n).quality and r["significant"] == "worse"],
-        "general": general, "n": len(items), "mode": mode,
-        "a": a.to_json(), "b": b.to_json(),
+        "general": general, "n": len(items), "mode": mode, "min_detectable_diff": mdd,
+        "a": res.a.to_json(), "b": res.b.to_json(),
         "test": {"file": str(o.test), "n": len(items), "sha256": jsonl.sha256_file(o.test)},
-        "generation": gen_info, "json_schema": schema_path, "bootstrap": o.bootstrap, "seed": o.seed,
-        "warnings": warnings, "output_dir": None, "files": {},
+        "generation": res.generation, "few_shot_cv": res.cv, "json_schema": schema_path,
+        "bootstrap": o.bootstrap, "seed": o.seed, "warnings": res.warnings, "output_dir": None, "files": {},
     }
     if judge is not None:
         doc["judge"] = {"url": judge.url, "model": judge.model, "failed_requests": judge.errors}
-    report = render_report(doc, items, outs_a, outs_b, sa, sb, show_examples=o.examples)
-    outputs: list[str] = []
-    if o.output_dir:
-        out = Path(o.output_dir)
-        doc["output_dir"] = str(out)
-        doc["files"] = {"report": str(out / "report.md"), "predictions": str(out / "predictions.jsonl"),
-                        "results": str(out / "results.json")}
-        if g_pred_rows is not None:
-            doc["files"]["general_predictions"] = str(out / "general_predictions.jsonl")
-        with jsonl.atomic_dir(out, force=o.force, inputs=inputs) as tmp:
-            jsonl.write_text(tmp / "report.md", report)
-            jsonl.write_jsonl(tmp / "predictions.jsonl", prediction_rows(items, outs_a, outs_b, sa, sb, names))
-            if g_pred_rows is not None:
-                jsonl.write_jsonl(tmp / "general_predictions.jsonl", g_pred_rows)
-            jsonl.write_json(tmp / "results.json", doc)
-        outputs = list(doc["files"].values())
+    report = render_report(doc, items, res.outs_a, res.outs_b, sa, sb, show_examples=o.examples)
+    files = {"predictions.jsonl": prediction_rows(items, res.outs_a, res.outs_b, sa, sb, names)}
+    if g_pred_rows is not None:
+        files["general_predictions.jsonl"] = g_pred_rows
+    outputs = _write_outputs(o, doc, report, files, inputs)
     return doc, report, [str(p) for p in inputs], outputs
+
+
+def _baseline_result(o: Options, mode, items, res: Outputs, names, sa, schema_path, inputs, judge):
+    """Baseline only: A's scores with CIs, and predictions a later run reuses as --predictions-a."""
+    rows = {}
+    for n in names:
+        r = stats.mean_ci(sa[n], n_boot=o.bootstrap, seed=o.seed)
+        r["higher_is_better"] = M.info(n).higher_is_better
+        rows[n] = r
+    primary = names[0]
+    mdd = stats.min_detectable_diff(sa[primary])
+    reuse = (f"--predictions-a {Path(o.output_dir) / 'predictions.jsonl'}" if o.output_dir
+             else "--predictions-a FILE (write it with --output-dir)")
+    doc: dict[str, Any] = {
+        "metrics": rows, "primary_metric": primary, "verdict": "baseline_only",
+        "verdict_reason": f"scored A alone on {len(items)} examples; compare a candidate later with {reuse}",
+        "regressions": [], "general": None, "n": len(items), "mode": mode, "min_detectable_diff": mdd,
+        "a": res.a.to_json(), "b": None,
+        "test": {"file": str(o.test), "n": len(items), "sha256": jsonl.sha256_file(o.test)},
+        "generation": res.generation, "few_shot_cv": None, "json_schema": schema_path,
+        "bootstrap": o.bootstrap, "seed": o.seed, "warnings": res.warnings, "output_dir": None, "files": {},
+    }
+    if judge is not None:
+        doc["judge"] = {"url": judge.url, "model": judge.model, "failed_requests": judge.errors}
+    pred_rows = [{"index": it.index, "line": it.line, "prediction": out.text, "tool_calls": out.tool_calls,
+                  "latency_ms": out.latency_ms, "output_tokens": out.output_tokens, "reference": it.reference,
+                  "scores": {n: sa[n][i] for n in names}} for i, (it, out) in enumerate(zip(items, res.outs_a))]
+    report = render_baseline_report(doc)
+    outputs = _write_outputs(o, doc, report, {"predictions.jsonl": pred_rows}, inputs)
+    return doc, report, [str(p) for p in inputs], outputs
+
+
+def _write_outputs(o: Options, doc: dict, report: str, jsonl_files: dict[str, list[dict]], inputs) -> list[str]:
+    if not o.output_dir:
+        return []
+    out = Path(o.output_dir)
+    doc["output_dir"] = str(out)
+    keys = {"predictions.jsonl": "predictions", "general_predictions.jsonl": "general_predictions"}
+    doc["files"] = {"report": str(out / "report.md"), **{keys[n]: str(out / n) for n in jsonl_files},
+                    "results": str(out / "results.json")}
+    with jsonl.atomic_dir(out, force=o.force, inputs=inputs) as tmp:
+        jsonl.write_text(tmp / "report.md", report)
+        for name, rows in jsonl_files.items():
+            jsonl.write_jsonl(tmp / name, rows)
+        jsonl.write_json(tmp / "results.json", doc)
+    return list(doc["files"].values())
+
+
+def fmt_range(name: str, ci) -> str:
+    """A CI of one model's mean (not of a difference: no signs)."""
+    lo, hi = ci
+    if lo is None or (isinstance(lo, float) and math.isnan(lo)):
+        return "-"
+    return f"[{fmt_value(name, lo)}, {fmt_value(name, hi)}]"
+
+
+def render_baseline_report(doc: dict) -> str:
+    la, p = doc["a"]["label"], doc["primary_metric"]
+    lines = [f"# Baseline: {la}", "", f"Scored A alone on `{doc['test']['file']}` ({doc['n']} examples). "
+             f"{doc['verdict_reason']}.", ""]
+    for w in doc.get("warnings", []):
+        lines.append(f"> warning: {w}")
+    lines += ["| metric | A | 95% CI | n |", "|---|---:|---|---:|"]
+    for n, r in doc["metrics"].items():
+        lines.append(f"| {n}{' (primary)' if n == p else ''} | {fmt_value(n, r['a'])} | {fmt_range(n, r['ci95'])} "
+                     f"| {r['n']} |")
+    mdd = doc.get("min_detectable_diff")
+    if mdd is not None:
+        lines += ["", f"With {doc['n']} examples a later A-vs-B comparison can detect a change of about "
+                  f"{100 * mdd:.0f} points on a 0/1 metric (two-sided 5%, 80% power, worst-case spread)."]
+    return "\n".join(lines).rstrip() + "\n"
 
 
 def summary_text(doc: dict) -> str:
@@ -816,6 +1021,17 @@ def summary_text(doc: dict) -> str:
 
     p = doc["primary_metric"]
     r = doc["metrics"][p]
+    if doc["b"] is None:
+        lines = [f"baseline {doc['a']['label']} on {doc['n']} examples: {p} {fmt_value(p, r['a'])} "
+                 f"(95% CI {fmt_range(p, r['ci95'])})"]
+        lines += [f"  {n}: {fmt_value(n, x['a'])}" for n, x in doc["metrics"].items() if n != p]
+        if doc.get("min_detectable_diff") is not None:
+            lines.append(f"a later comparison on these {doc['n']} examples can detect ~"
+                         f"{100 * doc['min_detectable_diff']:.0f} points or more")
+        lines += [cli.color(f"warning: {w}", "yellow") for w in doc.get("warnings", [])]
+        if doc.get("output_dir"):
+            lines.append(f"predictions (reuse with --predictions-a): {doc['files']['predictions']}")
+        return "\n".join(lines)
     verdict = doc["verdict"].replace("_", " ")
     col = {"improved": "green", "regressed": "red"}.get(doc["verdict"], "yellow")
     lines = [metrics_table(doc["metrics"], f"A: {doc['a']['label']}", f"B: {doc['b']['label']}"), "",

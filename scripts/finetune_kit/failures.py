@@ -43,8 +43,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from . import chat, jsonl
+from . import jsonl
+from .bootstrap import lazy_module
 from .errors import UsageError
+
+chat = lazy_module(__package__ + ".chat")
 
 CRITERIA = ("negative_feedback", "tool_error", "eval_miss", "eval_regression")
 SESSION_CRITERIA = ("negative_feedback", "tool_error")

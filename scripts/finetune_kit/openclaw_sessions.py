@@ -50,7 +50,11 @@ Public API (also used to collect failure cases):
 - :func:`session_to_chat` ``(session) -> chat.ChatExample`` (the whole active branch) and
   :func:`session_to_chats` (one example per reset window), built through the chat.py models.
 - :func:`strip_inbound_metadata` removes the metadata blocks OpenClaw prepends to inbound user
-  messages (sender ids, channel context: PII, and noise for training).
+  messages (sender ids, channel context: PII, and noise for training); the full set of strippers
+  (channel envelopes, message ids, system events, queued-message wrappers ...) is in
+  ``readers/openclaw_inbound.py`` and runs in :func:`session_to_chats`.
+- :func:`injected_kind` tells assistant entries OpenClaw wrote itself (``gateway-injected`` banners,
+  ``delivery-mirror`` copies) from model replies; they never become training targets.
 """
 
 from __future__ import annotations
@@ -59,14 +63,17 @@ import json
 import os
 import re
 import sqlite3
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
-from . import chat
+from .bootstrap import lazy_module
 from .errors import UsageError, require
 from .jsonl import iter_lines
+
+chat = lazy_module(__package__ + ".chat")
 
 SQLITE_NAME = "openclaw-agent.sqlite"
 TRAJECTORY_BRANCH = "session-branch.json"
@@ -103,6 +110,8 @@ class SessionMessage:
     images: int = 0                 # image blocks (not exported to text training data)
     thinking: str | None = None     # assistant reasoning blocks (never exported)
     raw_role: str = ""              # the role as stored (toolResult, custom, bashExecution, ...)
+    injected: str | None = None     # "gateway-injected" / "delivery-mirror": an assistant entry OpenClaw
+                                    # wrote itself (provider "openclaw"), not a model reply
     custom_type: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -353,6 +362,26 @@ def _blocks_text(content: Any, stats: dict[str, int]) -> tuple[str, int, str | N
     return "\n".join(texts), images, ("\n".join(thinking) if thinking else None), calls
 
 
+# Assistant entries OpenClaw appends itself (provider "openclaw"): "gateway-injected" banners such as
+# "Agent failed before reply: ..." (src/gateway/server-methods/chat-transcript-inject.ts
+# appendInjectedAssistantMessageToTranscript) and "delivery-mirror" copies of a reply delivered to a
+# channel (src/config/sessions/transcript.ts appendAssistantMessageToSessionTranscript); OpenClaw itself
+# treats both as transcript-only (src/agents/pi-embedded-subscribe.handlers.messages.ts
+# isTranscriptOnlyOpenClawAssistantMessage). Read in openclaw 2026.4.2 dist/gateway-cli-*.js,
+# dist/sessions-*.js and dist/pi-embedded-*.js.
+INJECTED_MODELS = ("gateway-injected", "delivery-mirror")
+
+
+def injected_kind(message: dict[str, Any]) -> str | None:
+    """``gateway-injected`` / ``delivery-mirror`` for an assistant entry OpenClaw wrote itself, else None."""
+    provider = message.get("provider")
+    model = message.get("model")
+    if isinstance(provider, str) and provider.strip() == "openclaw" and isinstance(model, str) \
+            and model.strip() in INJECTED_MODELS:
+        return model.strip()
+    return None
+
+
 def _is_feedback(obj: dict[str, Any]) -> bool:
     if obj.get("event") == "feedback":
         return True
@@ -406,6 +435,29 @@ def _active_branch(entries: list[dict[str, Any]], leaf_hint: str | None, stats: 
     return path
 
 
+def _assistant(m: dict[str, Any], calls: list[ToolCallRecord], thinking: str | None, base: dict[str, Any],
+               stats: dict[str, int]) -> SessionMessage:
+    stop = m.get("stopReason") if isinstance(m.get("stopReason"), str) else None
+    err = m.get("errorMessage") if isinstance(m.get("errorMessage"), str) else None
+    injected = injected_kind(m)
+    if injected:
+        stats[f"injected_{injected}"] = stats.get(f"injected_{injected}", 0) + 1
+    return SessionMessage(role="assistant", tool_calls=calls, thinking=thinking, stop_reason=stop, error_message=err,
+                          is_error=stop in ("error", "aborted") or bool(err), model=m.get("model"),
+                          provider=m.get("provider"), injected=injected, **base)
+
+
+def _from_header(entries: list[dict[str, Any]], source: str, source_kind: str, agent_id: str | None,
+                 session_id: str | None, session_key: str | None, problems: list[str] | None) -> Session:
+    header = next((e for e in entries if e.get("type") == "session"), None) or {}
+    sid = session_id or (header.get("id") if isinstance(header.get("id"), str) else None) or Path(source).stem
+    return Session(id=sid, agent_id=agent_id, source=source, source_kind=source_kind, session_key=session_key,
+                   started_at=parse_timestamp(header.get("timestamp")),
+                   cwd=header.get("cwd") if isinstance(header.get("cwd"), str) else None,
+                   version=header.get("version") if isinstance(header.get("version"), int) else None,
+                   problems=list(problems or []))
+
+
 def build_session(entries: list[dict[str, Any]], *, source: str, source_kind: str,
                   agent_id: str | None = None, session_id: str | None = None,
                   session_key: str | None = None, leaf_id: str | None = None,
@@ -420,13 +472,7 @@ def build_session(entries: list[dict[str, Any]], *, source: str, source_kind: st
     for name, values in (("line", lines), ("seq", seqs)):
         for e, v in zip(entries, values or ()):
             where.setdefault(id(e), {})[name] = v
-    header = next((e for e in entries if e.get("type") == "session"), None) or {}
-    sid = session_id or (header.get("id") if isinstance(header.get("id"), str) else None) or Path(source).stem
-    s = Session(id=sid, agent_id=agent_id, source=source, source_kind=source_kind, session_key=session_key,
-                started_at=parse_timestamp(header.get("timestamp")),
-                cwd=header.get("cwd") if isinstance(header.get("cwd"), str) else None,
-                version=header.get("version") if isinstance(header.get("version"), int) else None,
-                problems=list(problems or []))
+    s = _from_header(entries, source, source_kind, agent_id, session_id, session_key, problems)
     window = 0
     last_assistant: int | None = None
     provider = model = None
@@ -473,14 +519,10 @@ def build_session(entries: list[dict[str, Any]], *, source: str, source_kind: st
         if role == "user":
             s.messages.append(SessionMessage(role="user", **base))
         elif role == "assistant":
-            stop = m.get("stopReason") if isinstance(m.get("stopReason"), str) else None
-            err = m.get("errorMessage") if isinstance(m.get("errorMessage"), str) else None
-            provider = m.get("provider") or provider
-            model = m.get("model") or model
-            s.messages.append(SessionMessage(role="assistant", tool_calls=calls, thinking=thinking,
-                                             stop_reason=stop, error_message=err,
-                                             is_error=stop in ("error", "aborted") or bool(err),
-                                             model=m.get("model"), provider=m.get("provider"), **base))
+            s.messages.append(_assistant(m, calls, thinking, base, stats))
+            if not s.messages[-1].injected:  # the session's model is the real one, never "openclaw/gateway-injected"
+                provider = m.get("provider") or provider
+                model = m.get("model") or model
             last_assistant = s.messages[-1].index
         elif role == "toolResult":
             s.messages.append(SessionMessage(role="tool", tool_call_id=m.get("toolCallId"),
@@ -665,8 +707,15 @@ def _first_is_header(p: Path) -> bool:
     return isinstance(obj, dict) and obj.get("type") == "session" and "id" in obj
 
 
-def _sources(root: Path, include_archived: bool) -> Iterator[tuple[str, Path, str | None]]:
-    """(kind, path, agent id) of every transcript source under ``root``."""
+def _is_archive(p: Path) -> bool:
+    """``<sessionId>.jsonl.deleted.<timestamp>``: what ``/reset`` / session cleanup leaves behind."""
+    return ".jsonl.deleted." in p.name
+
+
+def _sources(root: Path, include_archived: bool,
+             on_archive: Callable[[Path], None] | None = None) -> Iterator[tuple[str, Path, str | None]]:
+    """(kind, path, agent id) of every transcript source under ``root``; ``on_archive(path)`` for
+    each deleted-session archive that is skipped."""
     if root.is_file():
         if root.name.endswith(".sqlite"):
             yield "sqlite", root, None
@@ -698,11 +747,15 @@ def _sources(root: Path, include_archived: bool) -> Iterator[tuple[str, Path, st
                 for f in sorted(sd.iterdir()):
                     if f.is_file() and _is_transcript_file(f, include_archived):
                         yield "jsonl", f, aid
+                    elif f.is_file() and _is_archive(f) and on_archive:
+                        on_archive(f)
         return
     # a plain folder of session files (e.g. a copied sessions/ dir)
     for f in sorted(root.iterdir()):
         if f.is_file() and _is_transcript_file(f, include_archived):
             yield "jsonl", f, _agent_from_path(f)
+        elif f.is_file() and _is_archive(f) and on_archive:
+            on_archive(f)
         elif f.is_file() and f.name == SQLITE_NAME:
             yield "sqlite", f, _agent_from_path(f)
 
@@ -721,7 +774,8 @@ def iter_sessions(path_or_dir: str | os.PathLike | None = None, agent_id: str | 
     when a range is given). A session id met twice for one agent (a legacy ``.jsonl`` also
     imported into the SQLite store, read first) is yielded once. ``on_skip(reason, session_id)`` is
     called for each filtered session (reasons: ``agent``, ``date``, ``no_timestamp``,
-    ``duplicate_session``).
+    ``duplicate_session``, ``deleted_archive`` - a ``*.jsonl.deleted.<timestamp>`` file not read
+    because ``include_archived`` is off).
     """
     if isinstance(since, str):  # "2026-03-01" or an ISO time (UTC)
         since = parse_date_range(f"{since}..")[0]
@@ -734,7 +788,8 @@ def iter_sessions(path_or_dir: str | os.PathLike | None = None, agent_id: str | 
         raise UsageError(f"input file is not readable: {root}")
 
     def sessions() -> Iterator[Session]:
-        for kind, p, aid in _sources(root, include_archived):
+        archived = (lambda f: on_skip("deleted_archive", f.name)) if on_skip else None
+        for kind, p, aid in _sources(root, include_archived, archived):
             if agent_id and aid and aid != agent_id:
                 if on_skip:  # cheap skip before reading (one call per transcript file or database)
                     on_skip("agent", str(p))
@@ -790,48 +845,138 @@ def openai_tools(tools: Iterable[dict[str, Any]] | None) -> list[chat.Tool] | No
     return out or None
 
 
-def _messages_to_chat(msgs: list[SessionMessage], counts: dict[str, int], strip_metadata: bool) -> list[chat.Message]:
+def _bump(counts: dict[str, int], key: str, n: int = 1) -> None:
+    if n:
+        counts[key] = counts.get(key, 0) + n
+
+
+def _user_text(m: SessionMessage, counts: dict[str, int], strip_metadata: bool) -> str | None:
+    """The user turn as the person typed it (None: a runtime notice no person typed)."""
+    from .readers.openclaw_inbound import announcement_kind, strip_user_text, subagent_task
+
+    if not strip_metadata:
+        return m.text
+    kind = announcement_kind(m.text)
+    if kind:
+        _bump(counts, f"openclaw_dropped:{kind}")
+        return None
+    task = subagent_task(m.text)
+    if task is not None:
+        _bump(counts, "openclaw_stripped:subagent_context")
+        return task
+    stripped: Counter = Counter()
+    text = strip_user_text(m.text, stripped)
+    for k, v in stripped.items():
+        _bump(counts, f"openclaw_stripped:{k}", v)
+    if stripped.get("inbound_metadata"):
+        _bump(counts, "inbound_metadata_stripped")
+    if not text.strip() and m.text.strip():  # only runtime notices (system events, media notes ...)
+        _bump(counts, "openclaw_dropped:notice_only_turns")
+        return None
+    return text
+
+
+def _messages_to_chat(msgs: list[SessionMessage], counts: dict[str, int], strip_metadata: bool,
+                      keep_unanswered_tool_calls: bool = False, trim: bool = True) -> list[chat.Message]:
     out: list[chat.Message] = []
     # an errored/aborted assistant turn is not a behaviour to learn: drop it and the results of its calls
     failed_calls = {tc.id for m in msgs if m.role == "assistant" and m.is_error for tc in m.tool_calls}
+    answering_notice = False  # inside the replies to a turn no person typed (sub-agent announcement ...)
     for m in msgs:
-        if m.role == "assistant" and m.is_error:
-            counts["error_turns_dropped"] = counts.get("error_turns_dropped", 0) + 1
+        if m.role != "user" and answering_notice and m.role in ("assistant", "tool"):
+            _bump(counts, "openclaw_dropped:replies_to_notices")
             continue
-        if m.role == "tool" and m.tool_call_id in failed_calls:
-            counts["error_turns_dropped"] = counts.get("error_turns_dropped", 0) + 1
+        if m.role == "assistant" and m.injected:
+            _bump(counts, f"openclaw_dropped:{m.injected}")
+            continue
+        if (m.role == "assistant" and m.is_error) or (m.role == "tool" and m.tool_call_id in failed_calls):
+            _bump(counts, "error_turns_dropped")
             continue
         if m.role == "user":
-            text = m.text
-            if strip_metadata:
-                text, changed = strip_inbound_metadata(text)
-                if changed:
-                    counts["inbound_metadata_stripped"] = counts.get("inbound_metadata_stripped", 0) + 1
+            text = _user_text(m, counts, strip_metadata)
+            answering_notice = text is None
             if m.images:
-                counts["images_dropped"] = counts.get("images_dropped", 0) + m.images
+                _bump(counts, "images_dropped", m.images)
+            if text is None:
+                continue
             if not text.strip():
-                counts["whitespace_turns_removed"] = counts.get("whitespace_turns_removed", 0) + 1
+                _bump(counts, "whitespace_turns_removed")
                 continue
             out.append(chat.Message(role="user", content=text))
         elif m.role == "assistant":
             if m.thinking:
-                counts["thinking_dropped"] = counts.get("thinking_dropped", 0) + 1
+                _bump(counts, "thinking_dropped")
             calls = [chat.ToolCall(id=tc.id or f"call_{m.index}_{k}",
                                    function=chat.FunctionCall(name=tc.name, arguments=_arguments_json(tc.arguments)))
                      for k, tc in enumerate(m.tool_calls)]
             if any(not isinstance(tc.arguments, str) for tc in m.tool_calls):
-                counts["tool_arguments_to_json_string"] = counts.get("tool_arguments_to_json_string", 0) + 1
+                _bump(counts, "tool_arguments_to_json_string")
             if not m.text.strip() and not calls:
-                counts["whitespace_turns_removed"] = counts.get("whitespace_turns_removed", 0) + 1
+                _bump(counts, "whitespace_turns_removed")
                 continue
             out.append(chat.Message(role="assistant", content=m.text if m.text.strip() else None,
                                     tool_calls=calls or None))
         elif m.role == "tool":
             if m.images:
-                counts["images_dropped"] = counts.get("images_dropped", 0) + m.images
+                _bump(counts, "images_dropped", m.images)
             out.append(chat.Message(role="tool", tool_call_id=m.tool_call_id or "", content=m.text))
         else:
-            counts[f"{m.role}_messages_skipped"] = counts.get(f"{m.role}_messages_skipped", 0) + 1
+            _bump(counts, f"{m.role}_messages_skipped")
+    out = collapse_user_runs(out, counts)
+    if not trim:  # a context slice (failures.py): keep its open end
+        return out
+    out = pair_tool_calls(out, counts, keep_unanswered_tool_calls)
+    return trim_trailing(out, counts, keep_unanswered_tool_calls)
+
+
+def collapse_user_runs(msgs: list[chat.Message], counts: dict[str, int]) -> list[chat.Message]:
+    """Consecutive user turns (left when the answers between them failed or were injected): a retry
+    of the same text is kept once; different texts are merged into one turn (blank line between)."""
+    out: list[chat.Message] = []
+    for m in msgs:
+        if m.role == "user" and out and out[-1].role == "user":
+            prev = out[-1].text()
+            if " ".join(prev.split()).lower() == " ".join(m.text().split()).lower():
+                _bump(counts, "openclaw_dropped:retried_user_turns")
+            else:
+                _bump(counts, "consecutive_user_turns_merged")
+                out[-1] = chat.Message(role="user", content=f"{prev}\n\n{m.text()}")
+            continue
+        out.append(m)
+    return out
+
+
+def pair_tool_calls(msgs: list[chat.Message], counts: dict[str, int], keep_unanswered: bool) -> list[chat.Message]:
+    """Drop tool calls that never got a result (unless ``keep_unanswered``) and results whose call is
+    not in the conversation; an assistant turn left with neither text nor calls goes too."""
+    answered = {m.tool_call_id for m in msgs if m.role == "tool"}
+    called: set[str] = set()
+    out: list[chat.Message] = []
+    for m in msgs:
+        if m.role == "assistant" and m.tool_calls:
+            keep = [tc for tc in m.tool_calls if tc.id in answered or keep_unanswered]
+            if len(keep) != len(m.tool_calls):
+                _bump(counts, "openclaw_dropped:unanswered_tool_calls", len(m.tool_calls) - len(keep))
+            called |= {tc.id for tc in keep}
+            if not keep and not m.text().strip():
+                continue
+            if len(keep) != len(m.tool_calls):
+                m = chat.Message(role="assistant", content=m.content, tool_calls=keep or None)
+        elif m.role == "tool" and m.tool_call_id not in called:
+            _bump(counts, "openclaw_dropped:orphan_tool_results")
+            continue
+        out.append(m)
+    return out
+
+
+def trim_trailing(msgs: list[chat.Message], counts: dict[str, int], keep_unanswered: bool = False
+                  ) -> list[chat.Message]:
+    """End on an assistant reply: trailing user turns, tool results and tool-calling turns whose
+    results were trimmed go."""
+    out = list(msgs)
+    while out and not (out[-1].role == "assistant" and (keep_unanswered or not out[-1].tool_calls)):
+        out.pop()
+        _bump(counts, "openclaw_dropped:trailing_unanswered_turns")
     return out
 
 
@@ -853,12 +998,17 @@ def _metadata(session: Session, window: int | None) -> dict[str, Any]:
 
 def session_to_chats(session: Session, *, system: str | None = None, strip_metadata: bool = True,
                      split_windows: bool = True, tools: list[dict[str, Any]] | None = None,
-                     counts: dict[str, int] | None = None) -> list[chat.ChatExample]:
+                     counts: dict[str, int] | None = None,
+                     keep_unanswered_tool_calls: bool = False, trim: bool = True) -> list[chat.ChatExample]:
     """One :class:`chat.ChatExample` per reset window (or one for the whole session).
 
     ``system`` overrides the bundle's system prompt (transcripts themselves do not store it).
     Thinking blocks, images, custom/bash/summary messages are not exported (counted in
-    ``counts``). Raises ``pydantic.ValidationError`` if a window cannot form a chat line.
+    ``counts``). User turns are stripped of what OpenClaw wrapped around them
+    (``readers/openclaw_inbound.py``), gateway-injected / delivery-mirror / errored assistant turns
+    are dropped and retried user turns collapsed; with ``trim`` (training data) tool calls without a
+    result are dropped (unless ``keep_unanswered_tool_calls``) and each example ends on an assistant
+    reply. Raises ``pydantic.ValidationError`` if a window cannot form a chat line.
     """
     counts = counts if counts is not None else {}
     sys_prompt = system if system is not None else session.system_prompt
@@ -866,7 +1016,7 @@ def session_to_chats(session: Session, *, system: str | None = None, strip_metad
     groups = session.windows if split_windows else [session.messages]
     out = []
     for gi, msgs in enumerate(groups):
-        messages = _messages_to_chat(msgs, counts, strip_metadata)
+        messages = _messages_to_chat(msgs, counts, strip_metadata, keep_unanswered_tool_calls, trim)
         if not messages:
             continue
         if sys_prompt:
@@ -881,7 +1031,7 @@ def session_to_chat(session: Session, *, system: str | None = None, strip_metada
                     tools: list[dict[str, Any]] | None = None,
                     counts: dict[str, int] | None = None) -> chat.ChatExample:
     """The whole active branch of a session as one chat example (all reset windows in order)."""
-    ex = session_to_chats(session, system=system, strip_metadata=strip_metadata, split_windows=False,
+    ex = session_to_chats(session, system=system, strip_metadata=strip_metadata, split_windows=False, trim=False,
                           tools=tools, counts=counts)
     if not ex:
         raise ValueError(f"session {session.id} has no user/assistant messages to export")

@@ -123,9 +123,11 @@ def installed_spacy_models(language: str = "en") -> list[str]:
 
 def _install_hint(language: str) -> str:
     model = "en_core_web_sm" if language == "en" else f"{language}_core_news_sm"
-    return (f"install a spaCy pipeline: online `python -m spacy download {model}` (or `pip install "
-            f"'openclaw-fine-tuning[pii-ner]'`); offline `pip install {model}-<version>-py3-none-any.whl` "
-            f"(see compliance.md, air-gapped recipe)")
+    from .bootstrap import setup_command, venv_python
+
+    py = sys.executable if sys.prefix != sys.base_prefix else str(venv_python())
+    return (f"install a spaCy pipeline: online `{py} -m spacy download {model}` (or `{setup_command(['pii-ner'])}`); "
+            f"offline `{py} -m pip install {model}-<version>-py3-none-any.whl` (see compliance.md, air-gapped recipe)")
 
 
 def resolve_nlp(spec: str, language: str = "en") -> NlpChoice:

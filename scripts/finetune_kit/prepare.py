@@ -9,9 +9,13 @@ Pipeline (``prepare(opts)``; ``scripts/prepare_data.py`` is the CLI), one functi
            registered for it (``readers.ROW_FORMATS``) and the chat.py models, normalising on the
            way (role aliases, object tool arguments -> JSON strings, legacy ``function_call``,
            whitespace-only turns ...) and counting every normalisation.
-3. clean   ``clean_row``: ``--system`` adds/replaces the system prompt, provenance metadata,
-           ``--tools``; the result is checked with ``chat.check_record`` (errors -> removed as
-           unconvertible).
+3. clean   ``_refuse_coercion`` (rows that need a coercion the validator rejects are removed
+           unless ``--coerce``), ``clean_row``: ``--system`` adds/replaces the system prompt,
+           provenance metadata, ``--tools``; the result is checked with ``chat.check_record``
+           (errors -> removed as unconvertible). Steps 2-3 run per row in
+           ``convert_and_clean_row``. Preference rows: ``use_preference_lines`` decides over all
+           rows whether the outputs are preference lines (every row is one) or chat examples of the
+           preferred answers (mixed with chat rows, with a warning).
 4. dedup   ``dedup_rows``: exact (normalised text) and near-duplicate (``dedup.NearDupIndex``:
            datasketch MinHash LSH on word 3-shingles of the conversation without system prompt,
            verified by exact Jaccard); the first occurrence is kept; removed rows go to
@@ -21,15 +25,18 @@ Pipeline (``prepare(opts)``; ``scripts/prepare_data.py`` is the CLI), one functi
            splits (union-find), optional ``--stratify``; never an empty train split.
 6. verify  ``check_split_leakage``: leakage across splits is re-checked (exact, near-duplicate, group).
 7. write   ``build_manifest`` / ``write_outputs``: data mix (multi-turn, tool calls, refusal-like
-           answers by ``REFUSAL_PATTERNS``, tags) against a target mix, the splits, removed.jsonl and
-           manifest.json written atomically; the validator library runs on the outputs.
+           answers by ``REFUSAL_PATTERNS``, tags) against ``--target-mix`` or ``derive_target``, the
+           splits, removed.jsonl and manifest.json written atomically; the validator library runs
+           on the outputs with the validator's own flags.
 8. report  ``report``: the --json document, the human summary, the exit code.
 
 Two engines run stages 1-7 with byte-identical results (``Options.engine``): ``run_on_disk``
 (default) streams each row through read -> convert -> clean into ``spill.SpillEngine``, which
 spills it to a scratch SQLite file and keeps only compact keys in memory (flat memory at millions
 of rows; MinHash in worker processes); ``run_in_memory`` holds every row and is the reference the
-tests and ``bench/prepare.py`` compare against. ``--near-dup-removed`` replaces the own near-dup
+tests and ``bench/prepare.py`` compare against. Decisions over all rows (preference lines, the
+derived mix target) are taken by the disk engine after streaming from what it recorded per row
+(see ``run_on_disk``). ``--near-dup-removed`` replaces the own near-dup
 search by a removed list from ``near_dedup_cluster.py`` (datatrove, past one machine).
 """
 
@@ -43,11 +50,12 @@ import re
 import time
 import unicodedata
 from collections import Counter, defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
-from . import chat, cli, jsonl
+from . import cli, jsonl
+from .bootstrap import lazy_module
 from .dedup import NUM_PERM, SHINGLE, NearDupIndex, lsh_params
 from .errors import BlockingProblem, UsageError
 from .readers import (ROW_FORMATS, ReadContext, Row, Unconvertible, convert_row, detect_row_format, file_kind,
@@ -56,7 +64,10 @@ from .readers import bump as _bump
 from .readers.tabular import csv_example
 from .spill import assign_sizes, split_targets
 
-FORMATS = ("auto", "chat", "prompt-completion", "alpaca", "sharegpt", "csv", "tsv", "openclaw")
+chat = lazy_module(__package__ + ".chat")
+
+FORMATS = ("auto", "chat", "prompt-completion", "alpaca", "sharegpt", "preference", "pairwise-preference", "csv",
+           "tsv", "openclaw")
 SPLITS = ("train", "validation", "test")
 DEFAULT_TARGET_MIX = {"normal": 0.30, "edge": 0.20, "refusal": 0.20, "multi_turn": 0.15, "tool_calls": 0.15}
 
@@ -95,7 +106,7 @@ class Options:
     near_dup_threshold: float = 0.85
     keep_near_dups: bool = False
     tag_field: str | None = None
-    target_mix: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_TARGET_MIX))
+    target_mix: dict[str, float] | None = None   # None: derived from the data (derive_target)
     agent_id: str | None = None
     date_range: str | None = None
     min_samples: int | None = None
@@ -103,6 +114,13 @@ class Options:
     tools_file: str | None = None
     force: bool = False
     validate: bool = True
+    tokenizer: str | None = None          # token counting (windowing, validator): as validate_jsonl.py
+    model: str | None = None
+    max_tokens: int | None = None         # per-example budget (OpenClaw windows); 0 = no limit
+    keep_unanswered_tool_calls: bool = False
+    include_deleted: bool = False
+    coerce: bool = False                  # accept rows that need a COERCIONS fix (else removed with the code)
+    min_examples: int = 10                # the validator's --min-examples (a training-file rule)
     # "disk": the bounded-memory engine (spill.py, the default); "memory": everything in RAM (the
     # reference implementation the tests and bench/prepare.py compare the disk engine against)
     engine: str = "disk"
@@ -127,9 +145,10 @@ def parse_split(spec: str) -> tuple[float, float, float]:
     return (parts[0] / total, parts[1] / total, parts[2] / total)
 
 
-def parse_target_mix(spec: str | None) -> dict[str, float]:
+def parse_target_mix(spec: str | None) -> dict[str, float] | None:
+    """``--target-mix``; None (not given) = derive the target from the data (see :func:`derive_target`)."""
     if not spec:
-        return dict(DEFAULT_TARGET_MIX)
+        return None
     out: dict[str, float] = {}
     for part in spec.split(","):
         if not part.strip():
@@ -289,15 +308,35 @@ def _tags(value: Any) -> list[str]:
     return [str(value)]
 
 
-def _mix_categories(ex: chat.ChatExample, tags: list[str], target: dict[str, float]) -> set[str]:
-    """The mix categories one example counts for (``normal`` = none of the measured/target ones)."""
-    cats = categories(ex, tags)
-    if not cats & (set(target) | {"multi_turn", "tool_calls", "refusal"}) - {"normal"}:
-        cats.add("normal")
-    return cats
+AGENT_SHARE = 0.05  # data with at least this share of multi-turn or tool-call examples is agent data
+MEASURED = ("multi_turn", "tool_calls", "refusal")
 
 
-def mix_report(examples: list[tuple[chat.ChatExample, list[str]]], target: dict[str, float],
+def mix_key(ex: chat.ChatExample, tags: list[str]) -> tuple[frozenset, tuple]:
+    """What the data mix needs of one example, whatever the target: its measured categories
+    (multi-turn, tool calls, refusal-like; never ``normal``) and its tags. The disk engine counts
+    these keys; the target (:func:`derive_target`) and ``normal`` are settled from the counts."""
+    return frozenset(categories(ex)), tuple(tags)
+
+
+def derive_target(examples: list[tuple[chat.ChatExample, list[str]]]) -> tuple[dict[str, float] | None, str]:
+    """The target mix when ``--target-mix`` is not given: the agent default (DEFAULT_TARGET_MIX) for
+    data that has multi-turn or tool-call examples (>= AGENT_SHARE of them); none - the mix is only
+    reported - for single-turn data such as a classifier's, whose right mix the data cannot tell."""
+    return target_from_counts(len(examples), Counter(mix_key(ex, tags) for ex, tags in examples))
+
+
+def target_from_counts(n: int, by_key: dict[tuple[frozenset, tuple], int]) -> tuple[dict[str, float] | None, str]:
+    """:func:`derive_target` from the counts of :func:`mix_key` keys over ``n`` examples."""
+    n = n or 1
+    agentic = sum(k for (cats, _), k in by_key.items() if {"multi_turn", "tool_calls"} & cats)
+    if agentic / n >= AGENT_SHARE:
+        return dict(DEFAULT_TARGET_MIX), (f"default agent mix ({agentic / n:.0%} of the examples are multi-turn or "
+                                          "call tools); pass --target-mix to set your own")
+    return None, "none: single-turn data, the mix is only reported; pass --target-mix to compare against a target"
+
+
+def mix_report(examples: list[tuple[chat.ChatExample, list[str]]], target: dict[str, float] | None,
                tag_field: str | None, tolerance: float = 0.75) -> dict[str, Any]:
     """Shares of multi-turn / tool-call / refusal-like examples (+ tags) against a target mix.
 
@@ -305,19 +344,24 @@ def mix_report(examples: list[tuple[chat.ChatExample, list[str]]], target: dict[
     ``short`` = below ``tolerance`` x target; ``add_to_reach`` = examples of that kind to add
     (keeping the others) to reach the target share.
     """
-    by_key: Counter = Counter()
-    for ex, tags in examples:
-        by_key[(frozenset(_mix_categories(ex, tags, target)), tuple(tags))] += 1
-    return mix_summary(len(examples), by_key, target, tag_field, tolerance)
+    return mix_summary(len(examples), Counter(mix_key(ex, tags) for ex, tags in examples), target, tag_field,
+                       tolerance)
 
 
-def mix_summary(n: int, by_key: dict[tuple[frozenset, tuple], int], target: dict[str, float],
+def mix_summary(n: int, by_key: dict[tuple[frozenset, tuple], int], target: dict[str, float] | None,
                 tag_field: str | None, tolerance: float = 0.75) -> dict[str, Any]:
-    """:func:`mix_report` from counts: ``by_key`` maps (categories, tags) to how many of the ``n``
-    examples have them (the disk engine counts these without keeping the examples)."""
+    """:func:`mix_report` from counts: ``by_key`` maps :func:`mix_key` keys to how many of the ``n``
+    examples have them (the disk engine counts these without keeping the examples); the target
+    (when None) and ``normal`` are derived here, so both engines report the same mix."""
+    source = "--target-mix"
+    if target is None:
+        target, source = target_from_counts(n, by_key)
     counts: Counter = Counter()
     tag_counts: Counter = Counter()
-    for (cats, tags), k in by_key.items():
+    for (measured, tags), k in by_key.items():
+        cats = set(measured) | {_category(t) for t in tags}
+        if not cats & (set(target or ()) | set(MEASURED)) - {"normal"}:
+            cats.add("normal")
         for c in cats:
             counts[c] += k
         for t in tags:
@@ -325,7 +369,11 @@ def mix_summary(n: int, by_key: dict[tuple[frozenset, tuple], int], target: dict
     measurable = {"normal", "multi_turn", "tool_calls", "refusal"}
     rows = []
     short = []
-    for cat, t in target.items():
+    if target is None:  # report only: the measured shares, no target, nothing "short"
+        rows = [{"category": cat, "target": None, "count": counts.get(cat, 0),
+                 "share": round(counts.get(cat, 0) / n, 4) if n else 0.0, "status": "measured", "add_to_reach": None}
+                for cat in ("normal", "multi_turn", "tool_calls", "refusal")]
+    for cat, t in (target or {}).items():
         c = counts.get(cat, 0)
         share = c / n if n else 0.0
         if cat not in measurable and not tag_field:
@@ -338,7 +386,7 @@ def mix_summary(n: int, by_key: dict[tuple[frozenset, tuple], int], target: dict
                 short.append(cat)
         rows.append({"category": cat, "target": t, "count": c, "share": round(share, 4), "status": status,
                      "add_to_reach": add})
-    return {"examples": n, "categories": rows, "short": short,
+    return {"examples": n, "categories": rows, "short": short, "target": target, "target_source": source,
             "measured": {k: counts.get(k, 0) for k in ("multi_turn", "tool_calls", "refusal", "normal")},
             "tags": dict(sorted(tag_counts.items())) if tag_field else None, "tag_field": tag_field,
             "refusal_heuristic": "REFUSAL_PATTERNS in finetune_kit/prepare.py (see data-prep.md)"}
@@ -374,8 +422,8 @@ class Outcome:
     """What dedup -> split -> verify hand to the manifest, the writer and the report, from either
     engine (``run_in_memory`` / ``run_on_disk``)."""
 
-    removed_reasons: Counter             # removed rows per reason, in input order of first occurrence
-    removed_codes: Counter               # unconvertible rows per code
+    removed_reasons: Counter             # removed rows per reason (order differs by engine; report sorts)
+    removed_codes: Counter               # unconvertible rows per code (likewise)
     near_pairs: int                      # near-duplicate matches kept together (--keep-near-dups)
     units: int                           # split units (groups / clusters / single rows)
     group_missing: int | None            # kept rows without a --group-by value
@@ -406,6 +454,10 @@ class ReadSummary:
     fmt_counts: Counter
     warn_codes: Counter
     is_oc: bool
+    said: list[str] = field(default_factory=list)   # the stages' warnings (ReadContext.warnings): check_enough
+    #                                                 and the report repeat them
+    openclaw: dict[str, Any] | None = None          # the manifest's openclaw section (sessions, stripped,
+    #                                                 dropped, windowing) when an input is OpenClaw
 
 
 def check_output_dir(opts: Options) -> Path:
@@ -480,12 +532,15 @@ def convert_row_to_chat(row: Row, counts: dict[str, int], fmt_counts: Counter) -
                 keys = ", ".join(sorted(map(str, obj))[:8]) or "no keys"
                 raise Unconvertible("unknown_format", f"not a supported row (keys: {keys}); supported: "
                                     "messages (chat), prompt/completion, instruction/output (alpaca), "
-                                    "conversations (sharegpt)")
+                                    "instruction/context/response (dolly), conversations (sharegpt), "
+                                    "input/preferred_output or chosen/rejected (preference)")
             if fmt not in ROW_FORMATS:
                 raise Unconvertible("unknown_format", f"--from {fmt} cannot read a JSON row")
             row.fmt = fmt
             fmt_counts[fmt] += 1
             ex = convert_row(fmt, obj, counts, str(row.index))
+            if isinstance(ex, tuple):  # a preference row: (SFT view, OpenAI preference line)
+                ex, row.pref = ex
         row.example = ex
     except Unconvertible as exc:
         row.error = {"reason": "unconvertible", "code": exc.code, "detail": str(exc)}
@@ -524,36 +579,118 @@ def clean_row(row: Row, opts: Options, counts: dict[str, int], warn_codes: Count
     row.line_obj = obj
 
 
+# Normalisations that turn what the validator calls an error into data (counter -> the validator's
+# code): without --coerce such a row goes to removed.jsonl with that code instead of being guessed at.
+COERCIONS = {
+    "content_number_to_string": "content_wrong_type",          # "content": 42 -> "42"
+    "conversation_key_as_conversations": "messages_missing",   # {"conversation": [...]}
+    "tool_arguments_missing_to_empty_object": "arguments_missing",
+}
+
+
+def _refuse_coercion(row: Row, counts: dict[str, int], opts: Options) -> None:
+    if opts.coerce or row.example is None:
+        return
+    used = [k for k in COERCIONS if counts.get(k)]
+    if used:
+        row.error = {"reason": "unconvertible", "code": COERCIONS[used[0]],
+                     "detail": f"the row needs a coercion the validator would reject ({', '.join(used)}); "
+                               "fix the source, or pass --coerce to convert it anyway"}
+        row.example = None
+
+
 def convert_and_clean(rows: list[Row], opts: Options, ctx: ReadContext) -> tuple[Counter, Counter]:
     """Stages 2+3 per row; a row's normalisations count only when the row ends up converted."""
     fmt_counts: Counter = Counter()
     warn_codes: Counter = Counter()
     for r in cli.progress(rows, desc="convert", unit="row"):
         convert_and_clean_row(r, opts, ctx, fmt_counts, warn_codes)
+    preference_lines(rows, opts, ctx)
     return fmt_counts, warn_codes
 
 
 def convert_and_clean_row(r: Row, opts: Options, ctx: ReadContext, fmt_counts: Counter, warn_codes: Counter) -> None:
-    """Stages 2+3 on one row (the disk engine streams rows through this)."""
+    """Stages 2+3 on one row; both engines run every row through this (the disk engine as it
+    streams), so every per-row step gives the same result in both."""
+    # Per-row hooks (e.g. PII redaction) belong in this function so both engines get them (rewrite r.pref too).
     local: dict[str, int] = {}
     convert_row_to_chat(r, local, fmt_counts)
+    _refuse_coercion(r, local, opts)
     clean_row(r, opts, local, warn_codes, ctx.tools)
     if r.example is not None:
         for k, v in local.items():
             _bump(ctx.counts, k, v)
 
 
-def check_enough(rows: list[Row], is_oc: bool, opts: Options, oc_stats: dict[str, Any]) -> list[Row]:
+def use_preference_lines(n_converted: int, n_preference: int, ctx: ReadContext) -> bool:
+    """The decision over all rows: preference rows stay preference data (OpenAI preference lines,
+    for DPO) when every converted row is one; mixed with other rows, only their preferred answers
+    are kept as chat examples (counted, and said in the warnings)."""
+    if not n_preference:
+        return False
+    if n_preference < n_converted:
+        _bump(ctx.counts, "preference_to_sft_preferred_answer", n_preference)
+        ctx.warnings.append(f"{n_preference} preference row(s) are mixed with other rows: only their preferred "
+                            "answers were kept (as chat examples); prepare them in a separate run to keep the pairs "
+                            "for DPO")
+        return False
+    return True
+
+
+def preference_line(r: Row, opts: Options) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """One converted preference row's output line when preference lines are written: the OpenAI
+    preference line with ``--system`` and the chat line's metadata, checked by the single parser;
+    ``(line, None)``, or ``(None, error)`` when the line is invalid (the row is then unconvertible)."""
+    line = json.loads(json.dumps(r.pref))
+    if opts.system is not None:
+        msgs = line["input"]["messages"]
+        if msgs and msgs[0].get("role") in ("system", "developer"):
+            msgs[0] = {"role": msgs[0]["role"], "content": opts.system}
+        else:
+            msgs.insert(0, {"role": "system", "content": opts.system})
+    md = {**(line.get("metadata") or {}), **((r.line_obj or {}).get("metadata") or {})}
+    if md:
+        line["metadata"] = md
+    model, findings = chat.check_record(line, "preference", r.line)
+    errors = [f for f in findings if f.severity == "error"]
+    if errors or model is None:
+        return None, {"reason": "unconvertible", "code": errors[0].code if errors else "invalid",
+                      "detail": errors[0].message if errors else "the preference line is not valid",
+                      "findings": [f.to_dict() for f in findings]}
+    return line, None
+
+
+def preference_lines(rows: list[Row], opts: Options, ctx: ReadContext) -> None:
+    """In memory: every converted preference row's line becomes its preference line when
+    :func:`use_preference_lines` says so (the disk engine decides the same after streaming and
+    swaps the lines as it writes, ``spill.SpillEngine.use_alt_lines``)."""
+    converted = [r for r in rows if r.example is not None]
+    prefs = [r for r in converted if r.pref is not None]
+    if not use_preference_lines(len(converted), len(prefs), ctx):
+        return
+    for r in prefs:
+        line, error = preference_line(r, opts)
+        if error is not None:
+            r.error, r.example = error, None
+            continue
+        r.line_obj = line
+    _bump(ctx.counts, "preference_lines_kept", sum(1 for r in prefs if r.example is not None))
+
+
+def check_enough(rows: list[Row], is_oc: bool, opts: Options, oc_stats: dict[str, Any],
+                 said: list[str] = ()) -> list[Row]:
     """The converted rows; BlockingProblem/UsageError when too few sessions/rows are left."""
     converted = [r for r in rows if r.example is not None]
-    check_counts(len(rows), len(converted), next((r for r in rows if r.error), None), is_oc, opts, oc_stats)
+    check_counts(len(rows), len(converted), next((r for r in rows if r.error), None),
+                 dict(Counter(r.error.get("code") for r in rows if r.error)), is_oc, opts, oc_stats, said)
     return converted
 
 
-def check_counts(n_input: int, n_converted: int, first_error: Row | None, is_oc: bool, opts: Options,
-                 oc_stats: dict[str, Any]) -> None:
+def check_counts(n_input: int, n_converted: int, first_error: Row | None, unusable: dict[Any, int], is_oc: bool,
+                 opts: Options, oc_stats: dict[str, Any], said: list[str] = ()) -> None:
     """BlockingProblem/UsageError when too few sessions/rows are left (from counts: the disk
-    engine checks after streaming)."""
+    engine checks after streaming); ``unusable``: rows per error code; ``said``: the run's
+    warnings so far (they often say why nothing qualified)."""
     if n_input == 0 and not is_oc:
         raise UsageError(f"no rows in {', '.join(opts.inputs)}: the input is empty")
     if is_oc:
@@ -562,8 +699,8 @@ def check_counts(n_input: int, n_converted: int, first_error: Row | None, is_oc:
         if have < need:
             raise BlockingProblem(
                 f"only {have} OpenClaw session(s) qualify (need {need}): {oc_stats.get('sessions_read', 0)} read, "
-                f"filtered out {oc_stats.get('sessions_filtered_out') or {}}; widen --date-range/--agent-id "
-                "or collect more conversations")
+                f"filtered out {oc_stats.get('sessions_filtered_out') or {}}, unusable {unusable or {}}; "
+                + (" ".join(said) if said else "widen --date-range/--agent-id or collect more conversations"))
     elif opts.min_samples is not None and n_converted < opts.min_samples:
         raise BlockingProblem(f"only {n_converted} rows converted (need {opts.min_samples})")
     if not n_converted:
@@ -711,8 +848,7 @@ def check_split_leakage(sp: Split, dd: Deduped, opts: Options) -> dict[str, Any]
     return leakage
 
 
-def build_manifest(opts: Options, rd: ReadSummary, counts: dict[str, int], out: Outcome,
-                   oc_stats: dict[str, Any] | None) -> dict[str, Any]:
+def build_manifest(opts: Options, rd: ReadSummary, counts: dict[str, int], out: Outcome) -> dict[str, Any]:
     n_exact = out.removed_reasons.get("exact_duplicate", 0)
     n_near = out.removed_reasons.get("near_duplicate", 0)
     manifest: dict[str, Any] = {
@@ -725,6 +861,9 @@ def build_manifest(opts: Options, rd: ReadSummary, counts: dict[str, int], out: 
             "prompt_column": opts.prompt_column, "completion_column": opts.completion_column,
             "system_column": opts.system_column, "agent_id": opts.agent_id, "date_range": opts.date_range,
             "min_samples": opts.min_samples, "keep_inbound_metadata": opts.keep_inbound_metadata,
+            "tokenizer": opts.tokenizer, "model": opts.model, "max_tokens": opts.max_tokens,
+            "keep_unanswered_tool_calls": opts.keep_unanswered_tool_calls, "include_deleted": opts.include_deleted,
+            "coerce": opts.coerce, "min_examples": opts.min_examples,
             "tools_file": Path(opts.tools_file).name if opts.tools_file else None},
         "inputs": rd.inputs_info,
         "counts": {"input_rows": out.input_rows, "converted": out.converted,
@@ -749,8 +888,8 @@ def build_manifest(opts: Options, rd: ReadSummary, counts: dict[str, int], out: 
         "mix": out.mix,
         "files": {},
     }
-    if oc_stats is not None:
-        manifest["openclaw"] = oc_stats
+    if rd.openclaw is not None:
+        manifest["openclaw"] = rd.openclaw
     assert manifest["counts"]["input_rows"] == out.kept + out.removed, "row accounting broke"
     return manifest
 
@@ -770,7 +909,7 @@ def write_outputs(out_dir: Path, manifest: dict[str, Any], out: Outcome, opts: O
         timings["mix_write"] += time.time() - t1
         t1 = time.time()
         if opts.validate:
-            validation = _validate(tmp, [names[s] for s in range(3) if out.sizes[s]], out_dir)
+            validation = _validate(tmp, [names[s] for s in range(3) if out.sizes[s]], out_dir, opts)
             if validation is not None:
                 manifest["validation"] = {"valid": validation.get("valid"),
                                           "errors": sum(len(f.get("errors", [])) for f in validation.get("files", [])),
@@ -780,8 +919,8 @@ def write_outputs(out_dir: Path, manifest: dict[str, Any], out: Outcome, opts: O
     return validation
 
 
-def run_warnings(out: Outcome, opts: Options, mix: dict[str, Any]) -> list[str]:
-    warnings = []
+def run_warnings(out: Outcome, opts: Options, mix: dict[str, Any], said: list[str] = ()) -> list[str]:
+    warnings = list(said)
     try:
         from .validate import MIN_EXAMPLES
     except ImportError:
@@ -791,6 +930,14 @@ def run_warnings(out: Outcome, opts: Options, mix: dict[str, Any]) -> list[str]:
                         f"least {MIN_EXAMPLES} (improvements usually start at 50-100)")
     if any(out.sizes[s] == 0 for s in (1, 2)) and any(opts.split[s] > 0 for s in (1, 2)):
         warnings.append("validation and/or test split is empty (too few examples/groups for the requested split)")
+    small = [(SPLITS[s], out.sizes[s]) for s in (1, 2) if 0 < out.sizes[s] < MIN_EXAMPLES]
+    if small:
+        n = out.kept
+        need = math.ceil(MIN_EXAMPLES / min(x for x in opts.split[1:] if x > 0))
+        warnings.append(f"{' and '.join(f'{k} has {v}' for k, v in small)} example(s): one example moves a score by "
+                        f"{100 / min(v for _, v in small):.0f} points. With {n} examples use one held-out split "
+                        "(e.g. --split 0.8,0.2,0) or evaluate by k-fold cross-validation (data-prep.md, small data "
+                        f"sets); {need}+ examples give {MIN_EXAMPLES} per split at this --split")
     if mix["short"]:
         warnings.append("short of the target mix: " + ", ".join(mix["short"]))
     rl = out.removed_list
@@ -814,8 +961,10 @@ def report(out_dir: Path, opts: Options, manifest: dict[str, Any], out: Outcome,
             "files": {k: {**v, "path": str(out_dir / k)} for k, v in manifest["files"].items()},
             "counts": manifest["counts"], "formats": manifest["formats"], "normalisation": manifest["normalisation"],
             "check_warnings": manifest["check_warnings"], "dedup": manifest["dedup"], "split": manifest["split"],
-            "leakage": leakage, "mix": manifest["mix"], "removed_reasons": dict(out.removed_reasons),
-            "removed_codes": dict(out.removed_codes),
+            "leakage": leakage, "mix": manifest["mix"],
+            # sorted: the engines count removed rows in different orders
+            "removed_reasons": dict(sorted(out.removed_reasons.items())),
+            "removed_codes": dict(sorted(out.removed_codes.items(), key=lambda kv: (-kv[1], str(kv[0])))),
             "openclaw": manifest.get("openclaw"), "validation": validation, "warnings": warnings,
             "blocking": blocking,
             "timings": {k: round(v, 3) for k, v in timings.items()}, "seconds": round(time.time() - t0, 2)}
@@ -839,7 +988,7 @@ def run_in_memory(opts: Options, ctx: ReadContext, timings: dict[str, float], t0
     rows, inputs_info = read_inputs(opts, ctx)
     fmt_counts, warn_codes = convert_and_clean(rows, opts, ctx)
     is_oc = any(i["format"] == "openclaw" for i in inputs_info)
-    converted = check_enough(rows, is_oc, opts, ctx.stats)
+    converted = check_enough(rows, is_oc, opts, ctx.stats, ctx.warnings)
     timings["read_convert"] = time.time() - t0
     t1 = time.time()
     dd = dedup_rows(rows, converted, opts)
@@ -865,13 +1014,68 @@ def run_in_memory(opts: Options, ctx: ReadContext, timings: dict[str, float], t0
                   near_pairs=dd.near_pairs, units=len(sp.units), group_missing=sp.group_missing, strata=sp.strata,
                   sizes=[len(sp.rows[s]) for s in range(3)], leakage=leakage, mix=mix, write=write,
                   input_rows=len(rows), converted=len(converted))
-    return ReadSummary(inputs_info, fmt_counts, warn_codes, is_oc), out
+    return ReadSummary(inputs_info, fmt_counts, warn_codes, is_oc, said=ctx.warnings,
+                       openclaw=ctx.stats if is_oc else None), out
+
+
+@dataclass
+class StreamTally:
+    """What :func:`check_counts` needs, counted as the rows stream by (the disk engine keeps no
+    rows): the same numbers ``check_enough`` takes from the row list of the in-memory engine."""
+
+    input_rows: int = 0
+    converted: int = 0
+    preference: int = 0                  # converted preference rows
+    first_error: Row | None = None       # the first row (input order) that is not converted
+    codes: dict[Any, list[int]] = field(default_factory=dict)       # error code -> [first row index, rows]
+    pref_bad: int = 0                    # preference rows whose preference line is invalid
+    pref_first_bad: Row | None = None
+    pref_codes: dict[Any, list[int]] = field(default_factory=dict)
+
+    def add(self, r: Row, pref_error: dict[str, Any] | None) -> None:
+        self.input_rows += 1
+        if r.example is None:
+            if r.error:
+                self.first_error = self.first_error or r
+                _tally(self.codes, r.index, r.error.get("code"))
+            return
+        self.converted += 1
+        if r.pref is not None:
+            self.preference += 1
+            if pref_error is not None:
+                self.pref_bad += 1
+                self.pref_first_bad = self.pref_first_bad or replace(r, error=pref_error, example=None)
+                _tally(self.pref_codes, r.index, pref_error.get("code"))
+
+    def preference_lines(self, ctx: ReadContext) -> None:
+        """As :func:`preference_lines`: the rows whose preference line is invalid are unconvertible."""
+        self.converted -= self.pref_bad
+        _bump(ctx.counts, "preference_lines_kept", self.preference - self.pref_bad)
+        for code, (first, k) in self.pref_codes.items():
+            have = self.codes.setdefault(code, [first, 0])
+            have[0], have[1] = min(have[0], first), have[1] + k
+        bad = self.pref_first_bad
+        if bad is not None and (self.first_error is None or bad.index < self.first_error.index):
+            self.first_error = bad
+
+    def unusable(self) -> dict[Any, int]:
+        """Rows per error code, codes in input order of their first row (as a Counter over the rows)."""
+        return {code: k for code, (_, k) in sorted(self.codes.items(), key=lambda kv: kv[1][0])}
+
+
+def _tally(codes: dict[Any, list[int]], index: int, code: Any) -> None:
+    have = codes.setdefault(code, [index, 0])
+    have[1] += 1
 
 
 def run_on_disk(opts: Options, ctx: ReadContext, timings: dict[str, float], t0: float,
                 out_dir: Path) -> tuple[ReadSummary, Outcome]:
     """The same stages in bounded memory: each row is converted, cleaned and spilled as it is
-    read; dedup/split/verify work on compact keys; the write pass scans the spill (spill.py)."""
+    read; dedup/split/verify work on compact keys; the write pass scans the spill (spill.py).
+    Decisions over all rows are taken after streaming from what was recorded per row: the
+    preference-line decision (``use_preference_lines``; each preference row is spilled with its
+    preference line, or the removed record it becomes, as its alternative line) and the target of
+    the data mix (``mix_summary`` from target-independent keys)."""
     from .spill import SpillEngine
 
     external = None
@@ -882,22 +1086,26 @@ def run_on_disk(opts: Options, ctx: ReadContext, timings: dict[str, float], t0: 
                       threshold=opts.near_dup_threshold, keep_near_dups=opts.keep_near_dups,
                       workers=opts.workers, progress=cli.progress, external_near=external is not None)
     try:
-        rd = ReadSummary([], Counter(), Counter(), False)
-        n_input = n_conv = 0
-        first_error = None
+        rd = ReadSummary([], Counter(), Counter(), False, said=ctx.warnings)
+        tally = StreamTally()
         for r in cli.progress(iter_inputs(opts, ctx, rd.inputs_info), desc="convert", unit="row"):
             convert_and_clean_row(r, opts, ctx, rd.fmt_counts, rd.warn_codes)
-            n_input += 1
-            if r.example is not None:
-                n_conv += 1
-            elif first_error is None:
-                first_error = r
-            _feed(eng, r, opts, external)
+            line = error = None
+            if r.example is not None and r.pref is not None:
+                line, error = preference_line(r, opts)
+            tally.add(r, error)
+            _feed(eng, r, opts, external, alt_line=line,
+                  alt_removed=removed_record(replace(r, error=error, example=None)) if error else None)
         rd.is_oc = any(i["format"] == "openclaw" for i in rd.inputs_info)
-        check_counts(n_input, n_conv, first_error, rd.is_oc, opts, ctx.stats)
+        rd.openclaw = ctx.stats if rd.is_oc else None
+        if use_preference_lines(tally.converted, tally.preference, ctx):
+            eng.use_alt_lines()
+            tally.preference_lines(ctx)
+        check_counts(tally.input_rows, tally.converted, tally.first_error, tally.unusable(), rd.is_oc, opts,
+                     ctx.stats, rd.said)
         timings["read_convert"] = time.time() - t0
         out = _disk_stages(eng, opts, timings)
-        out.input_rows, out.converted = n_input, n_conv
+        out.input_rows, out.converted = tally.input_rows, tally.converted
         if external is not None:
             out.removed_list = {"file": Path(opts.near_dup_removed).name, "entries": len(external),
                                 "removed_as_near_duplicate": out.removed_reasons.get("near_duplicate", 0)}
@@ -931,9 +1139,12 @@ def _disk_stages(eng, opts: Options, timings: dict[str, float]) -> Outcome:
                    close=eng.close)
 
 
-def _feed(eng, r: Row, opts: Options, external: dict[tuple[str, int], Any] | None = None) -> None:
+def _feed(eng, r: Row, opts: Options, external: dict[tuple[str, int], Any] | None = None, *,
+          alt_line: dict[str, Any] | None = None, alt_removed: dict[str, Any] | None = None) -> None:
     """Hand one finished row to the disk engine, with the keys its later stages need
-    (``external``: the --near-dup-removed list, ``(source, line) -> duplicate_of``)."""
+    (``external``: the --near-dup-removed list, ``(source, line) -> duplicate_of``; ``alt_line`` /
+    ``alt_removed``: a preference row's preference line, or the removed record it becomes, used
+    when every converted row is a preference row)."""
     if r.example is None:
         eng.add_removed(r.ref(), removed_record(r))
         return
@@ -950,8 +1161,8 @@ def _feed(eng, r: Row, opts: Options, external: dict[tuple[str, int], Any] | Non
     if external is not None and (r.source, r.line) in external:
         ext = {"duplicate_of": external[(r.source, r.line)], "detected_by": "near_dedup_cluster.py (datatrove)"}
     eng.add_converted(r.ref(), r.line_obj, exact_key=exact_key(ex), near_text=near_text(ex), group=group,
-                      stratum=stratum, mix_key=(frozenset(_mix_categories(ex, tags, opts.target_mix)), tuple(tags)),
-                      external=ext)
+                      stratum=stratum, mix_key=mix_key(ex, tags), external=ext, alt_line=alt_line,
+                      alt_removed=alt_removed)
 
 
 def prepare(opts: Options) -> cli.Result:
@@ -970,11 +1181,11 @@ def prepare(opts: Options) -> cli.Result:
     else:
         rd, out = run_on_disk(opts, ctx, timings, t0, out_dir)
     try:
-        manifest = build_manifest(opts, rd, ctx.counts, out, ctx.stats if rd.is_oc else None)
+        manifest = build_manifest(opts, rd, ctx.counts, out)
         validation = write_outputs(out_dir, manifest, out, opts, timings)
     finally:
         out.close()
-    return report(out_dir, opts, manifest, out, validation, run_warnings(out, opts, out.mix), timings, t0)
+    return report(out_dir, opts, manifest, out, validation, run_warnings(out, opts, out.mix, rd.said), timings, t0)
 
 
 def load_tools_file(path: str) -> list[dict[str, Any]]:
@@ -1011,13 +1222,15 @@ def _check_leakage(split_rows: dict[int, list[Row]], keys: dict[int, str],
     return out
 
 
-def _validate(tmp: Path, names: list[str], final_dir: Path) -> dict[str, Any] | None:
+def _validate(tmp: Path, names: list[str], final_dir: Path, opts: Options) -> dict[str, Any] | None:
     try:
         from .validate import validate_files
     except ImportError as exc:  # the validator library is part of the skill; say so if it is missing
         return {"valid": None, "error": f"validator unavailable ({exc})", "files": []}
-    # min_examples=1: small validation/test splits are fine; prepare warns about a small train split itself
-    doc = validate_files([str(tmp / n) for n in names], min_examples=1)
+    # the same rules as validate_jsonl.py with the same flags: --min-examples applies to train.jsonl,
+    # validation/test files only get a warning when small (validate.file_role)
+    doc = validate_files([str(tmp / n) for n in names], min_examples=opts.min_examples, tokenizer=opts.tokenizer,
+                         model=opts.model, max_tokens=opts.max_tokens or None)
     for f in doc.get("files", []):
         f["file"] = str(final_dir / Path(str(f.get("file", ""))).name)
     for lk in doc.get("leakage", []):
@@ -1042,7 +1255,8 @@ def _human(data: dict[str, Any], manifest: dict[str, Any], validation: dict[str,
                                                                  Counter(data["removed_codes"]).most_common(6)))
     if data["normalisation"]:
         lines.append("normalised: " + ", ".join(f"{k} {v:,}" for k, v in data["normalisation"].items()
-                                                  if not k.startswith("role_alias:")))
+                                                  if not k.startswith(("role_alias:", "openclaw_stripped:",
+                                                                       "openclaw_dropped:"))))
     lk = data["leakage"]
     lines.append("leakage across splits (re-checked): exact {e}, near-duplicate {n}, group {g}".format(
         e=lk["exact"], n="not checked (--no-near-dup)" if lk["near_dup"] is None else lk["near_dup"],
@@ -1054,11 +1268,21 @@ def _human(data: dict[str, Any], manifest: dict[str, Any], validation: dict[str,
                      f"qualify, {oc.get('windows', 0)} conversations; filtered out: "
                      f"{oc.get('sessions_filtered_out') or 'none'}; feedback +{fb.get('positive', 0)} "
                      f"-{fb.get('negative', 0)}")
+        for key in ("stripped", "dropped"):
+            if oc.get(key):
+                lines.append(f"  {key}: " + ", ".join(f"{k} {v:,}" for k, v in oc[key].items()))
+        w = oc.get("windowing") or {}
+        if w.get("max_tokens"):
+            lines.append(f"  token windows (--max-tokens {w['max_tokens']:,}, {w.get('max_tokens_source')}): "
+                         f"{w.get('examples_windowed', 0)} of {w.get('examples_in', 0)} conversations cut into "
+                         f"windows -> {w.get('windows', 0)} examples; {w.get('tokens_dropped', 0):,} of "
+                         f"{w.get('tokens_in', 0):,} tokens dropped")
     mix = data["mix"]
     lines.append("")
-    lines.append(f"data mix vs target ({mix['examples']:,} examples; refusal = regex heuristic):")
+    lines.append(f"data mix ({mix['examples']:,} examples; refusal = regex heuristic; target: {mix['target_source']}):")
     lines.append(cli.table(["category", "target", "have", "share", "status", "add to reach"],
-                           [(r["category"], f"{r['target']:.0%}", r["count"], f"{r['share']:.1%}", r["status"],
+                           [(r["category"], "-" if r["target"] is None else f"{r['target']:.0%}", r["count"],
+                             f"{r['share']:.1%}", r["status"],
                              "-" if r["add_to_reach"] is None else r["add_to_reach"]) for r in mix["categories"]],
                            "lrrrlr"))
     if data.get("warnings"):

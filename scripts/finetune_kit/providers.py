@@ -32,6 +32,8 @@ AS_OF_RE = re.compile(r"^\d{4}(-\d{2}(-\d{2})?)?$")
 Method = Literal["sft", "dpo", "rft", "lora", "peft"]
 TrainMethod = Literal["sft", "dpo", "rft"]
 PRICE_FIELDS = ("base_input_price", "base_output_price", "ft_input_price", "ft_output_price")
+HOURS_PER_MONTH = 730.0          # 8,760 hours a year / 12
+STALE_AFTER_DAYS = 90
 
 
 class _Strict(BaseModel):
@@ -39,10 +41,22 @@ class _Strict(BaseModel):
 
 
 class Dated(_Strict):
-    """Every entry says when its numbers were read (``as_of``) and where (``source``)."""
+    """Every entry says when its numbers were read (``as_of``) and where (``source``).
+
+    A source is the original public page a user can open (an ``http(s)://`` URL), or ``n/a ...``
+    for things that have no public page (your own hardware). Team notes are not sources.
+    """
 
     as_of: str
     source: str = Field(min_length=3)
+
+    @field_validator("source")
+    @classmethod
+    def _source(cls, v: str) -> str:
+        if "facts-2026" in v or not (re.search(r"https?://", v) or v.startswith("n/a")):
+            raise ValueError("source must be the original public URL (http...) or 'n/a (...)', "
+                             f"got {v!r}")
+        return v
 
     @field_validator("as_of", mode="before")
     @classmethod
@@ -56,8 +70,10 @@ class Dated(_Strict):
 
 class GpuSpec(Dated):
     name: str
+    aliases: list[str] = []
     vram_gb: float = Field(gt=0)
     peak_bf16_tflops: float = Field(gt=0)
+    tdp_watts: Optional[float] = Field(default=None, gt=0)   # board power, for --power-price
 
 
 class ThroughputReference(Dated):
@@ -103,13 +119,21 @@ class Offering(Dated):
     base_output_price: Optional[float] = Field(default=None, ge=0)
     ft_input_price: Optional[float] = Field(default=None, ge=0)
     ft_output_price: Optional[float] = Field(default=None, ge=0)
-    serving: Literal["per_token", "dedicated", "provisioned"]
+    base_cached_price: Optional[float] = Field(default=None, ge=0)   # cached-input $/1M
+    ft_cached_price: Optional[float] = Field(default=None, ge=0)
+    serving: Literal["per_token", "hosted", "dedicated", "provisioned"]
     serving_unit: Optional[str] = None
+    hosting_per_hour: Optional[float] = Field(default=None, ge=0)    # per deployment (hosted) or per GPU
+    hosting_gpus: int = Field(default=1, ge=1)                       # GPUs per dedicated deployment
+    hosting_unit: Optional[str] = None
     tokenizer: Optional[str] = None
     limits: Limits = Limits()
     regions: Optional[list[str]] = None
     training_ends: Optional[_dt.date] = None
     retires: Optional[_dt.date] = None
+    smaller: list[str] = []          # prompt-only alternatives priced next to this model as "today's model"
+    caveat: Optional[str] = None     # one short line shown wherever the offering is listed
+    notes: list[str] = []
     price_note: Optional[str] = None
 
     @model_validator(mode="after")
@@ -123,7 +147,40 @@ class Offering(Dated):
             raise ValueError(f"null prices {missing} need a price_note saying why")
         if self.params_range_b and self.params_range_b[0] > self.params_range_b[1]:
             raise ValueError("params_range_b must be [low, high]")
+        if self.serving in ("hosted", "dedicated") and self.hosting_per_hour is None and not self.price_note:
+            raise ValueError(f"{self.serving} serving without hosting_per_hour needs a price_note")
         return self
+
+    def fixed_monthly_cost(self) -> float | None:
+        """USD per month the serving costs whatever the traffic (None = unknown)."""
+        if self.serving == "per_token":
+            return 0.0
+        if self.serving in ("hosted", "dedicated") and self.hosting_per_hour is not None:
+            return self.hosting_per_hour * self.hosting_gpus * HOURS_PER_MONTH
+        return None
+
+
+class InferenceModel(Dated):
+    """A model you may run today that is not fine-tunable here (a --current-model baseline)."""
+
+    id: str
+    provider: str
+    name: str
+    input_price: float = Field(ge=0)
+    cached_input_price: Optional[float] = Field(default=None, ge=0)
+    output_price: float = Field(ge=0)
+    retires: Optional[_dt.date] = None
+    smaller: list[str] = []
+    notes: list[str] = []
+
+
+class OtherService(Dated):
+    """A service a user would ask about that is not priced in --compare (gone, new, or unpriced)."""
+
+    id: str
+    name: str
+    status: Literal["deprecated", "available", "preview"]
+    note: str
 
 
 class GpuOffer(Dated):
@@ -167,7 +224,9 @@ class DataFile(_Strict):
     currency: Literal["USD"]
     gpu_specs: dict[str, GpuSpec]
     throughput_reference: ThroughputReference
+    inference_models: list[InferenceModel] = []
     providers: list[Provider] = Field(min_length=1)
+    other_services: list[OtherService] = []
 
     @model_validator(mode="after")
     def _refs(self):
@@ -182,7 +241,47 @@ class DataFile(_Strict):
                     raise ValueError(f"{p.id}: gpu {g.id!r} is not in gpu_specs")
         if self.throughput_reference.gpu not in self.gpu_specs:
             raise ValueError("throughput_reference.gpu is not in gpu_specs")
+        known = {m.id for p in self.providers for m in p.models} | {m.id for m in self.inference_models}
+        for m in [*(m for p in self.providers for m in p.models), *self.inference_models]:
+            for s in m.smaller:
+                if s not in known:
+                    raise ValueError(f"{m.id}: smaller model {s!r} is neither an offering nor an inference model")
         return self
+
+    # ------------------------------------------------------------------ more lookups
+    def gpu_id(self, name: str) -> str:
+        """A gpu_specs key from an id or alias (rtx4090, 4090, a100, h100 ...)."""
+        key = name.strip().lower()
+        for gid, spec in self.gpu_specs.items():
+            if key == gid or key in spec.aliases or key.replace("-", "") == gid.replace("-", ""):
+                return gid
+        raise UsageError(f"unknown GPU {name!r}; choose one of: " + ", ".join(self.gpu_specs))
+
+    def current_model(self, name: str) -> "CurrentModel":
+        """Today's model and its prices: a fine-tunable offering's base prices, else an inference model.
+
+        ``provider/model`` picks a provider; a bare id prefers OpenAI, then the file's order.
+        """
+        prov, _, mid = name.strip().lower().rpartition("/")
+        hits: list[CurrentModel] = []
+        for p in self.providers:
+            if prov and prov not in (p.id, *p.aliases):
+                continue
+            for m in p.models:
+                if m.id == mid and m.base_input_price is not None and m.base_output_price is not None:
+                    hits.append(CurrentModel(p.id, m.id, m.name, m.base_input_price, m.base_cached_price,
+                                             m.base_output_price, m.retires, list(m.smaller), m.as_of, m.source,
+                                             provider_obj=p, offering=m))
+        for im in self.inference_models:
+            if im.id == mid and (not prov or prov == im.provider):
+                hits.append(CurrentModel(im.provider, im.id, im.name, im.input_price, im.cached_input_price,
+                                         im.output_price, im.retires, list(im.smaller), im.as_of, im.source))
+        if not hits:
+            names = sorted({f"{p.id}/{m.id}" for p in self.providers for m in p.models
+                            if m.base_input_price is not None} | {f"{m.provider}/{m.id}" for m in self.inference_models})
+            raise UsageError(f"no prices for --current-model {name!r} in the data file; pass --base-input-price and "
+                             f"--base-output-price instead, or one of: {', '.join(names)}")
+        return hits[0]
 
     # ------------------------------------------------------------------ lookups
     def provider(self, name: str) -> Provider:
@@ -390,6 +489,60 @@ def provider_status(provider: Provider, on: _dt.date | None = None) -> Status:
     return own
 
 
+@dataclass
+class CurrentModel:
+    provider: str
+    id: str
+    name: str
+    input_price: float
+    cached_price: Optional[float]
+    output_price: float
+    retires: Optional[_dt.date]
+    smaller: list[str]
+    as_of: str
+    source: str
+    provider_obj: Optional[Provider] = None
+    offering: Optional[Offering] = None
+
+    def status(self, on: _dt.date) -> Status:
+        if self.provider_obj is not None and self.offering is not None:
+            st = status_of(self.provider_obj, self.offering, on)
+            # as a model you *run* (not train), only its shutdown matters
+            if st.retires is None or on < st.retires:
+                label = "available" if st.retires is None else "retiring"
+                return Status(label, st.retires, None, st.retires, True, on, st.warnings)
+            return st
+        if self.retires and on >= self.retires:
+            return Status("retired", self.retires, None, self.retires, False, on,
+                          [f"{self.provider}/{self.id} is retired since {self.retires}"])
+        if self.retires:
+            return Status("retiring", self.retires, None, self.retires, True, on,
+                          [f"{self.provider}/{self.id} shuts down {self.retires}"])
+        return Status("available", None, None, None, True, on, [])
+
+
+def stale_warning(d: "DataFile", on: _dt.date | None = None) -> str | None:
+    """A warning when the data file was last reviewed more than 90 days before ``on`` (today)."""
+    on = on or _dt.date.today()
+    age = (on - d.as_of).days
+    if age > STALE_AFTER_DAYS:
+        return (f"the providers data file is {age} days old (as_of {d.as_of}, more than {STALE_AFTER_DAYS}): "
+                f"prices and retirement dates may be stale - refresh it (providers.md, 'Refreshing the data') "
+                f"or check the sources it cites")
+    return None
+
+
+def recommendable(d: "DataFile", on: _dt.date) -> list[tuple[Provider, Offering, Status]]:
+    """Managed offerings the skill may recommend on a date: neither retired nor closed for training."""
+    out = []
+    for p in d.providers:
+        for m in p.models:
+            st = status_of(p, m, on)
+            if st.status != "retired":
+                out.append((p, m, st))
+    return out
+
+
 # ---------------------------------------------------------------------- serialisation
 
 def offering_json(d: DataFile, p: Provider, m: Offering, on: _dt.date) -> dict[str, Any]:
@@ -398,9 +551,12 @@ def offering_json(d: DataFile, p: Provider, m: Offering, on: _dt.date) -> dict[s
             "params_b": m.params_b, "params_range_b": list(m.params_range_b) if m.params_range_b else None,
             "training_price": dict(m.training_price),
             **{f: getattr(m, f) for f in PRICE_FIELDS},
-            "serving": m.serving, "serving_unit": m.serving_unit,
+            "base_cached_price": m.base_cached_price, "ft_cached_price": m.ft_cached_price,
+            "serving": m.serving, "serving_unit": m.serving_unit, "hosting_per_hour": m.hosting_per_hour,
+            "hosting_gpus": m.hosting_gpus, "fixed_monthly_cost": m.fixed_monthly_cost(),
             "limits": m.limits.model_dump(), "regions": m.regions or p.residency.regions,
-            "status": st.to_json(), "price_note": m.price_note, "as_of": m.as_of, "source": m.source}
+            "status": st.to_json(), "caveat": m.caveat, "notes": list(m.notes), "price_note": m.price_note, "as_of": m.as_of,
+            "source": m.source}
 
 
 def gpu_offers(d: DataFile, *, include_unpriced: bool = False):

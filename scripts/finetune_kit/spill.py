@@ -27,6 +27,11 @@ and ``duplicate_of``, same split assignment for the same seed, same leakage coun
 5. ``write``    one sequential scan of the store in input order writes train/validation/test
                 and removed.jsonl byte-identically to the in-memory path.
 
+A decision that needs every row before any output line is known (prepare: write preference lines
+only when every converted row is a preference row) uses alternative lines: each row is spilled
+with its alternative output line (or the removed record it would become); ``use_alt_lines`` before
+``dedup`` switches to them, and rows whose alternative is a removed record leave the data.
+
 Why SQLite (stdlib ``sqlite3``) and not Arrow via ``datasets``: the store must work in the core
 install (``datasets``/``pyarrow`` are only in the ``train`` extra, ~100 MB, and the data tools run
 on a bare ``python3`` + the light core deps); the write pass needs both an ordered scan and random
@@ -166,8 +171,10 @@ class SpillEngine:
         self.db.execute("PRAGMA journal_mode=OFF")
         self.db.execute("PRAGMA synchronous=OFF")
         self.db.execute("PRAGMA cache_size=-16384")  # 16 MB page cache
-        self.db.execute("CREATE TABLE rows (pos INTEGER PRIMARY KEY, ref TEXT NOT NULL, body TEXT NOT NULL)")
-        self._batch: list[tuple[int, str, str]] = []
+        # alt: a converted row's alternative output line (a preference row's preference line, or the
+        # removed record it becomes), written instead of body after use_alt_lines()
+        self.db.execute("CREATE TABLE rows (pos INTEGER PRIMARY KEY, ref TEXT NOT NULL, body TEXT NOT NULL, alt TEXT)")
+        self._batch: list[tuple[int, str, str, str | None]] = []
         self.n_rows = 0
         # converted rows ("c-space", input order)
         self._cpos = array("q")            # row position of each converted row
@@ -178,6 +185,10 @@ class SpillEngine:
         self._strata: dict[str, int] = {}
         self._mix = array("i")             # code of the row's (categories, tags) for the mix report
         self._mixes: dict[Hashable, int] = {}
+        self._alt = bytearray()            # 0 no alternative, 1 an alternative line, 2 removed under alt lines
+        self._alt_reasons: Counter = Counter()
+        self._alt_codes: Counter = Counter()
+        self.alt_lines = False
         self.removed_reasons: Counter = Counter()
         self.removed_codes: Counter = Counter()
         # near-dup sketches, on disk
@@ -196,17 +207,32 @@ class SpillEngine:
 
     def add_converted(self, ref: dict[str, Any], line: dict[str, Any], *, exact_key: str, near_text: str,
                       group: str | None = None, stratum: str | None = None, mix_key: Hashable = None,
-                      external: dict[str, Any] | None = None) -> None:
+                      external: dict[str, Any] | None = None, alt_line: dict[str, Any] | None = None,
+                      alt_removed: dict[str, Any] | None = None) -> None:
         """A row that converted: ``ref`` (source/line/session), its output ``line``, the hex sha256
         of its normalised conversation, the text near-dup detection compares, its --group-by value
         (as a string, None when missing), its --stratify label and its mix-report key;
-        ``external``: its removed-list record when an external near-dup pass removed it."""
+        ``external``: its removed-list record when an external near-dup pass removed it;
+        ``alt_line``: the line written instead of ``line`` after :meth:`use_alt_lines`, or
+        ``alt_removed``: the removed.jsonl record the row becomes then (it leaves the data)."""
         if external is not None:
             by = external.get("detected_by") or "removed list"
             dup = external.get("duplicate_of")
             self._external[self.n_converted] = (f'"duplicate_of": {_dump(dup) if isinstance(dup, dict) else "null"}, '
                                                 f'"similarity": null, "detected_by": {_dump(str(by))}')
-        self._insert(_dump(ref), _dump(line))
+        alt = None
+        if alt_line is not None:
+            alt = _dump(alt_line)
+            self._alt.append(1)
+        elif alt_removed is not None:
+            alt = _dump(alt_removed)
+            self._alt.append(2)
+            self._alt_reasons[alt_removed.get("reason", "unconvertible")] += 1
+            if alt_removed.get("code"):
+                self._alt_codes[alt_removed["code"]] += 1
+        else:
+            self._alt.append(0)
+        self._insert(_dump(ref), _dump(line), alt)
         self._cpos.append(self.n_rows - 1)
         self._exact += bytes.fromhex(exact_key)[:16]
         self._group.append(_hash64(group) if group is not None else 0)
@@ -229,8 +255,20 @@ class SpillEngine:
     def n_converted(self) -> int:
         return len(self._cpos)
 
-    def _insert(self, ref: str, body: str) -> None:
-        self._batch.append((self.n_rows, ref, body))
+    def use_alt_lines(self) -> int:
+        """Write every converted row's alternative line instead of its line (prepare: every converted
+        row is a preference row); rows whose alternative is a removed record become removed rows and
+        take no part in dedup, split and leakage. Call after the input, before :meth:`dedup`;
+        returns how many rows left the data."""
+        if hasattr(self, "status"):
+            raise RuntimeError("use_alt_lines() after dedup()")
+        self.alt_lines = True
+        self.removed_reasons.update(self._alt_reasons)
+        self.removed_codes.update(self._alt_codes)
+        return sum(self._alt_reasons.values())
+
+    def _insert(self, ref: str, body: str, alt: str | None = None) -> None:
+        self._batch.append((self.n_rows, ref, body, alt))
         self.n_rows += 1
         if len(self._batch) >= INSERT_BATCH:
             self._flush_rows()
@@ -238,7 +276,7 @@ class SpillEngine:
     def _flush_rows(self) -> None:
         if self._batch:
             self.db.execute("BEGIN")
-            self.db.executemany("INSERT INTO rows VALUES (?, ?, ?)", self._batch)
+            self.db.executemany("INSERT INTO rows VALUES (?, ?, ?, ?)", self._batch)
             self.db.execute("COMMIT")
             self._batch.clear()
 
@@ -315,17 +353,22 @@ class SpillEngine:
         np = self.np
         n = self.n_converted
         key = np.frombuffer(bytes(self._exact), dtype=">u8").reshape(n, 2) if n else np.zeros((0, 2), ">u8")
-        order = np.lexsort((key[:, 1], key[:, 0]))  # stable: equal keys stay in input order
+        # 0 kept, 1 exact duplicate, 2 near duplicate, 3 removed by use_alt_lines (not in the data)
+        self.status = np.zeros(n, dtype=np.uint8)
+        if self.alt_lines:
+            self.status[np.frombuffer(bytes(self._alt), dtype=np.uint8) == 2] = 3
+        live = np.flatnonzero(self.status == 0)
+        lk = key[live]
+        order = live[np.lexsort((lk[:, 1], lk[:, 0]))]  # stable: equal keys stay in input order
         ks = key[order]
-        new = np.ones(n, dtype=bool)
-        if n > 1:
+        new = np.ones(len(order), dtype=bool)
+        if len(order) > 1:
             new[1:] = (ks[1:, 0] != ks[:-1, 0]) | (ks[1:, 1] != ks[:-1, 1])
         first = order[np.flatnonzero(new)][np.cumsum(new) - 1]  # first occurrence of each row's key
         self.dup_of = np.full(n, -1, dtype=np.int64)
         self.dup_of[order] = first
-        self.status = np.zeros(n, dtype=np.uint8)  # 0 kept, 1 exact duplicate, 2 near duplicate
-        self.status[self.dup_of != np.arange(n)] = 1
-        self.dup_of[self.status == 0] = -1
+        self.status[order[first != order]] = 1
+        self.dup_of[self.status != 1] = -1
         self._exact_key = key
         del self._exact
         self.similarity: dict[int, float] = {}
@@ -599,13 +642,15 @@ class SpillEngine:
                 jsonl.atomic_open(folder / FILES[2], "w", force=True) as f2, \
                 jsonl.atomic_open(folder / "removed.jsonl", "w", force=True) as fr:
             outs = (f0, f1, f2)
-            for pos, ref, body in self.db.execute("SELECT pos, ref, body FROM rows ORDER BY pos"):
+            for pos, ref, body, alt in self.db.execute("SELECT pos, ref, body, alt FROM rows ORDER BY pos"):
                 bar.update(1)
                 c = crow[pos]
-                if c < 0:
-                    fr.write(body + "\n")
+                if c < 0 or self.status[c] == 3:
+                    fr.write((body if c < 0 else alt) + "\n")
                     counts["removed.jsonl"] += 1
                     continue
+                if self.alt_lines and alt is not None:
+                    body = alt
                 s = int(self.split_of[c])
                 if s >= 0:
                     outs[s].write(body + "\n")

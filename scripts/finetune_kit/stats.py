@@ -149,3 +149,40 @@ def compare(a: Sequence[float | None], b: Sequence[float | None], *, binary: boo
     else:
         row.update(p_value=wilcoxon_signed_rank(x, y), test="wilcoxon_signed_rank")
     return row
+
+
+# z for a two-sided 5% test plus z for 80% power: the usual planning constant (1.96 + 0.84)
+_Z_ALPHA_POWER = 1.959964 + 0.841621
+
+
+def min_detectable_diff(a: Sequence[float | None], b: Sequence[float | None] | None = None) -> float | None:
+    """The smallest difference of means that n paired examples can detect (two-sided 5 %, 80 % power).
+
+    ``(z_0.975 + z_0.8) * sd(B - A) / sqrt(n)``. The spread of the paired differences comes from the
+    observed scores when they vary; when they do not (all pairs equal, or a single side), the
+    worst case for 0..1 scores is used (sd 0.5), which is what a plan before measuring assumes.
+    With ``b`` omitted, it is the detectable difference of a later comparison against ``a``
+    (same n, worst-case spread).
+    """
+    if b is None:
+        n = sum(1 for v in a if v is not None and not (isinstance(v, float) and math.isnan(v)))
+        sd = 0.5
+    else:
+        x, y = _paired(a, b)
+        n = len(x)
+        sd = float(np.std(y - x, ddof=1)) if n > 1 else 0.0
+        if sd == 0.0:
+            sd = 0.5
+    if n == 0:
+        return None
+    return _Z_ALPHA_POWER * sd / math.sqrt(n)
+
+
+def mean_ci(values: Sequence[float | None], *, n_boot: int = 10000, seed: int = 0) -> dict:
+    """One model's mean score with a percentile-bootstrap 95 % CI (baseline-only evaluation)."""
+    x, _ = _paired(values, values)
+    n = len(x)
+    if n == 0:
+        return {"a": None, "ci95": [None, None], "n": 0}
+    lo, hi = paired_bootstrap_ci(np.zeros(n), x, n_boot=n_boot, seed=seed)
+    return {"a": float(x.mean()), "ci95": [lo, hi], "n": n}

@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from . import chat, cli, memory, models, templating
+from .bootstrap import pip_command
 from .errors import BlockingProblem, UsageError, require
 from .jsonl import sha256_file, write_json
 from .train_config import FtConfig
@@ -290,7 +291,7 @@ def preflight(cfg: FtConfig, *, gpu: str | None = None, skip_memory_check: bool 
                              f"dir or a PEFT adapter dir)")
     t = cfg.training
     if t.report_to != "none" and not _importable(t.report_to):
-        raise UsageError(f"--report-to {t.report_to}: the package is not installed (pip install {t.report_to})")
+        raise UsageError(f"--report-to {t.report_to}: the package is not installed ({pip_command(t.report_to)})")
     if t.early_stopping_patience and not cfg.data.validation:
         raise UsageError("early stopping needs a validation file (--validation FILE.jsonl)")
     require("torch", "to train")
@@ -303,7 +304,7 @@ def preflight(cfg: FtConfig, *, gpu: str | None = None, skip_memory_check: bool 
         raise UsageError("QLoRA (--method qlora) needs an NVIDIA GPU with CUDA (bitsandbytes 4-bit); "
                          "on this machine use --method lora, or plan with --dry-run --gpu rtx4090")
     if cfg.method == "qlora" and device["kind"] == "cuda" and not _importable("bitsandbytes"):
-        raise UsageError("QLoRA (--method qlora) needs bitsandbytes: pip install bitsandbytes")
+        raise UsageError(f"QLoRA (--method qlora) needs bitsandbytes: {pip_command('bitsandbytes')}")
     try:
         tok = models.load_tokenizer(ref)
     except UsageError:
@@ -387,7 +388,7 @@ def preflight(cfg: FtConfig, *, gpu: str | None = None, skip_memory_check: bool 
                          "the plain transformers + PEFT path is used", "", severity="warning")
         elif not _importable("unsloth"):
             problems.add("unsloth_unavailable", "use_unsloth: true but unsloth is not installed; the plain "
-                         "transformers + PEFT path is used", "pip install unsloth", severity="warning")
+                         "transformers + PEFT path is used", pip_command("unsloth"), severity="warning")
     if cfg.init_adapter:
         report["init_adapter"] = _init_adapter_info(cfg, ref, problems)
 
@@ -635,7 +636,7 @@ def _load_model(p: Prepared, plan: dict):
         try:
             import bitsandbytes  # noqa: F401
         except ImportError as exc:
-            raise UsageError("QLoRA needs bitsandbytes: pip install bitsandbytes") from exc
+            raise UsageError(f"QLoRA needs bitsandbytes: {pip_command('bitsandbytes')}") from exc
         kw["quantization_config"] = transformers.BitsAndBytesConfig(
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
             bnb_4bit_compute_dtype=dtype, bnb_4bit_quant_storage=dtype)

@@ -24,8 +24,10 @@ counts stay complete.
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import os
+import re
 from array import array
 from collections import Counter
 from pathlib import Path
@@ -73,6 +75,8 @@ class _FileState:
         self.trainables = array("l")
         self.total_tokens = self.trainable_tokens = 0
         self.truncated_examples = self.truncated_trainable = 0
+        self.not_jsonl = False
+        self.role = "train"  # "eval" for validation/test files (by name): the minimum-size rule is for training
 
     def add(self, f: Finding) -> None:
         self.counts[f.code] += 1
@@ -151,6 +155,7 @@ def validate_files(paths: Sequence[str | os.PathLike], *, fmt: str = "auto", tok
     leakage: list[dict] = []
     for p in files:
         st = _FileState(p, fmt, cap)
+        st.role = file_role(p)
         _validate_one(st, counter, limit, states, leakage, show_progress)
         _finish(st, min_examples)
         states.append(st)
@@ -160,6 +165,7 @@ def validate_files(paths: Sequence[str | os.PathLike], *, fmt: str = "auto", tok
         out_files.append({
             "file": st.path,
             "format": st.fmt,
+            "role": st.role,
             "valid": st.n_errors == 0,
             "examples": st.examples,
             "usable_examples": st.usable,
@@ -192,8 +198,51 @@ def _resolve_counter(tokenizer, model):
     return get_counter(str(tokenizer) if tokenizer else None, model)
 
 
+def _not_jsonl(path: str) -> tuple[str, str] | None:
+    """(code, description) when the file is one JSON document spread over lines - a JSON array
+    (``[{...}, ...]``) or pretty-printed objects - instead of JSON Lines; None otherwise. Checked
+    on the first non-blank line: JSONL's first line is a complete object."""
+    with open(path, "rb") as fh:
+        first = b""
+        for raw in fh:
+            if raw.strip():
+                first = raw.strip().lstrip(b"\xef\xbb\xbf")
+                break
+    if not first:
+        return None
+    try:
+        obj = json.loads(first.decode("utf-8"))
+    except (ValueError, UnicodeDecodeError):
+        obj = None
+    if isinstance(obj, dict):
+        return None
+    if first.startswith(b"["):
+        return "json_array_file", "the file is one JSON array, not JSON Lines (one object per line)"
+    if first.startswith(b"{"):
+        return "pretty_printed_json", ("the file holds pretty-printed JSON (an object spread over several lines), "
+                                       "not JSON Lines")
+    return None
+
+
+def _diagnose_not_jsonl(st: _FileState) -> bool:
+    """One diagnosis (with the command that converts it) for a JSON array / pretty-printed file,
+    instead of one invalid_json per physical line."""
+    shape = _not_jsonl(st.path)
+    if shape is None:
+        return False
+    prep = Path(__file__).resolve().parents[1] / "prepare_data.py"
+    st.lines = sum(1 for _ in open(st.path, "rb"))
+    st.add(Finding(shape[0], f"{shape[1]}; {st.lines:,} physical lines were not checked",
+                   f"convert it: python3 {prep} {st.path} --output-dir DIR (reads JSON arrays and "
+                   "pretty-printed files), then validate the files it writes", 1))
+    st.not_jsonl = True
+    return True
+
+
 def _validate_one(st: _FileState, counter, limit, earlier: list[_FileState], leakage: list[dict],
                   show_progress: bool) -> None:
+    if _diagnose_not_jsonl(st):
+        return
     size = Path(st.path).stat().st_size
     batch: list[tuple[int, Any]] = []  # (line, ChatExample) or (line, (format, checked dict))
     leaks: dict[str, list] = {}
@@ -363,13 +412,31 @@ def _tally(st: _FileState, limit, batch, results) -> None:
                            "model allows it", line, None, None, "warning"))
 
 
+EVAL_NAME = re.compile(r"(?:^|[_.\-])(?:valid|validation|val|test|eval|dev|held[_-]?out)(?:[_.\-]|$)", re.I)
+
+
+def file_role(path: str) -> str:
+    """``eval`` for a validation/test file (by its name: ``validation.jsonl``, ``test.jsonl``,
+    ``data_val.jsonl``, ``eval-set.jsonl`` ...), else ``train``."""
+    stem = Path(path).name.rsplit(".", 1)[0]
+    return "eval" if EVAL_NAME.search(stem) else "train"
+
+
 def _finish(st: _FileState, min_examples: int) -> None:
     n = st.examples
-    if n < min_examples:
+    if st.not_jsonl:
+        return
+    if n < min_examples and st.role == "eval" and n > 0:
+        # providers' minimum is for training files; a small evaluation file is valid but noisy
+        st.add(Finding("few_eval_examples", f"{n} evaluation example(s): every one moves a score by "
+                       f"{100 / n:.0f} points", "use a larger validation/test share, or with under ~100 examples "
+                       "in total evaluate by k-fold cross-validation (see data-prep.md, small data sets)",
+                       severity="warning"))
+    elif n < min_examples:
         st.add(Finding("too_few_examples", f"{n} example(s); at least {min_examples} are required",
                        f"add examples (OpenAI requires >= {MIN_EXAMPLES}; improvements usually start at "
                        f"{RECOMMENDED_EXAMPLES}-100)"))
-    elif n < RECOMMENDED_EXAMPLES:
+    elif n < RECOMMENDED_EXAMPLES and st.role == "train":
         st.add(Finding("few_examples", f"only {n} examples", f"aim for at least {RECOMMENDED_EXAMPLES}-100 "
                        "good examples; augment_data.py can help", severity="warning"))
     if len(st.system) > 1:
@@ -441,7 +508,8 @@ def format_report(doc: dict, max_errors: int | None = None) -> str:
                                     ("warnings", f["warnings"], f["warning_count"])):
             if not total:
                 continue
-            out.append(f"first {min(shown, total)} of {total} {label}:" if total > shown else f"{label}:")
+            out.append(f"first {min(shown, total)} of {total} {label} ({_see_all(f['file'], total)}):"
+                       if total > shown else f"{label}:")
             for x in items[:shown]:
                 fd = Finding(**x)
                 out.append(f"  {fd.one_line()}")
@@ -456,6 +524,15 @@ def format_report(doc: dict, max_errors: int | None = None) -> str:
     verdict = "valid (warnings do not block)" if doc["valid"] else "NOT valid: fix the errors above (exit 1)"
     out.append(f"result: {verdict}")
     return "\n".join(out)
+
+
+def _see_all(file: str, total: int) -> str:
+    """The exact command that lists every finding of a file whose text report was cut."""
+    script = Path(__file__).resolve().parents[1] / "validate_jsonl.py"
+    if total > STORE_CAP:
+        return (f"the first {STORE_CAP:,} of them: python3 {script} {file} --max-errors {STORE_CAP}; "
+                f"fix those and rerun")
+    return f"all of them: python3 {script} {file} --max-errors {total}, or add --json"
 
 
 def summary(doc: dict) -> dict:

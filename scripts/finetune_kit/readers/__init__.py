@@ -27,7 +27,8 @@ from .. import chat
 from .common import (ROLE_ALIASES, MessageBuilder, ReadContext, Row, Unconvertible, bump, extra_metadata,
                      make_example, normalise_tools, text_of)
 
-Converter = Callable[[dict, dict, str], chat.ChatExample]
+# a converter returns the chat example, or (chat example, preference line) for preference rows
+Converter = Callable[[dict, dict, str], Any]
 FileReader = Callable[[Path, str, ReadContext, int], Iterable[Row]]
 
 
@@ -94,6 +95,7 @@ register_row_format("sharegpt", chat_jsonl.detect_sharegpt, chat_jsonl.convert_s
 register_row_format("chat", chat_jsonl.detect_chat, chat_jsonl.convert_chat)
 register_row_format("alpaca", instruction.detect_alpaca, instruction.convert_alpaca)
 register_row_format("preference", instruction.detect_preference, instruction.convert_preference)
+register_row_format("pairwise-preference", instruction.detect_pairwise, instruction.convert_pairwise)
 register_row_format("prompt-completion", instruction.detect_prompt_completion, instruction.convert_prompt_completion)
 register_file_reader("json", chat_jsonl.read_json_file)
 register_file_reader("csv", tabular.read_tabular_file)

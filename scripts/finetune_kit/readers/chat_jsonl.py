@@ -76,6 +76,8 @@ def convert_chat(obj: dict[str, Any], counts: dict[str, int], key: str) -> chat.
 
 def convert_sharegpt(obj: dict[str, Any], counts: dict[str, int], key: str) -> chat.ChatExample:
     conv = obj.get("conversations", obj.get("conversation"))
+    if "conversations" not in obj and "conversation" in obj:
+        bump(counts, "conversation_key_as_conversations")  # a coercion: the validator calls it messages_missing
     if not isinstance(conv, list):
         raise Unconvertible("conversations_not_list", "\"conversations\" is not a list")
     b = MessageBuilder(counts, key)

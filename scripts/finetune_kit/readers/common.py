@@ -12,9 +12,10 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import ValidationError
+from ..bootstrap import lazy_module
 
-from .. import chat
+chat = lazy_module(__package__.rpartition(".")[0] + ".chat")
+pydantic = lazy_module("pydantic")
 
 ROLE_ALIASES = {
     "user": "user", "human": "user", "humans": "user", "prompter": "user", "question": "user",
@@ -48,6 +49,7 @@ class Row:
     session: str | None = None    # OpenClaw session id (+ window)
     line_obj: dict[str, Any] | None = None  # the output line (example.to_json()), built once
     work: dict[str, Any] | None = None  # CSV: the mapped prompt/completion/system and unused columns
+    pref: dict[str, Any] | None = None  # preference rows: the OpenAI preference line (written with --to preference)
 
     def ref(self) -> dict[str, Any]:
         d: dict[str, Any] = {"source": self.source}
@@ -68,15 +70,47 @@ def bump(counts: dict[str, int], key: str, n: int = 1) -> None:
         counts[key] = counts.get(key, 0) + n
 
 
+# The per-example token budget when neither --max-tokens nor a --model limit is given: the default
+# --max-seq-length of train_lora.py (finetune_kit/train_config.py), so prepared windows train as-is.
+DEFAULT_MAX_TOKENS = 2048
+
+
 @dataclass
 class ReadContext:
     """What a file reader may use: the options (``prepare.Options``), the run's normalisation
-    counters, the OpenClaw statistics and the ``--tools`` definitions."""
+    counters, the OpenClaw statistics, the ``--tools`` definitions and the token counter
+    (``--tokenizer`` / ``--model``, created on first use)."""
 
     opts: Any
     counts: dict[str, int]
     stats: dict[str, Any]
     tools: list[dict[str, Any]] | None = None
+    warnings: list[str] = field(default_factory=list)  # said once per run (stages append)
+    _counter: Any = None
+
+    def counter(self):
+        if self._counter is None:
+            from ..tokens import get_counter
+
+            self._counter = get_counter(getattr(self.opts, "tokenizer", None), getattr(self.opts, "model", None))
+        return self._counter
+
+    def max_tokens(self) -> int | None:
+        """The token budget per example: --max-tokens (0 = no limit), else the --model's known
+        limit, else DEFAULT_MAX_TOKENS; the source is recorded in ``stats["max_tokens_source"]``."""
+        explicit = getattr(self.opts, "max_tokens", None)
+        if explicit is not None:
+            self.stats["max_tokens_source"] = "--max-tokens"
+            return explicit or None
+        limit = getattr(self.counter(), "limit", None)
+        if limit:
+            self.stats["max_tokens_source"] = getattr(self.counter(), "limit_source", None) or "--model"
+            return int(limit)
+        self.stats["max_tokens_source"] = "default (train_lora.py --max-seq-length)"
+        return DEFAULT_MAX_TOKENS
+
+    def count_tokens(self, ex: chat.ChatExample) -> int:
+        return self.counter().count_chats([ex])[0][0]
 
 
 # ------------------------------------------------------------------------------ normalisation
@@ -127,6 +161,15 @@ def _tool_call(tc: Any, counts: dict[str, int], make_id) -> dict[str, Any]:
             "function": {"name": name, "arguments": _json_args(fn.get("arguments"), counts)}}
 
 
+def typed_value_parts(value: Any) -> bool:
+    """LLaMA-Factory's newer message content: ``[{"type": "text"|"reasoning"|"tool_call", "value": ...}]``
+    (hiyouga/LLaMA-Factory ``src/llamafactory/v1``: ``utils/types.py`` Message/ToolCall and the
+    ``qwen3_nothink`` rendering plugin, which renders ``text``, ``reasoning`` and ``tool_call`` parts;
+    ``tool_call`` values are JSON ``{"name", "arguments"}`` strings)."""
+    return isinstance(value, list) and bool(value) and all(
+        isinstance(p, dict) and isinstance(p.get("type"), str) and "value" in p and "text" not in p for p in value)
+
+
 def _content(value: Any, counts: dict[str, int]) -> Any:
     """A message content as a string or a list of text parts (non-text parts dropped, counted)."""
     if value is None or isinstance(value, str):
@@ -164,6 +207,8 @@ def normalise_tools(value: Any, counts: dict[str, int]) -> list[dict[str, Any]] 
             bump(counts, "tools_json_string_parsed")
         except ValueError as exc:
             raise Unconvertible("tools_invalid", "\"tools\" is a string that is not JSON") from exc
+    if isinstance(value, dict):  # LLaMA-Factory accepts one tool object as well as a list
+        value = [value]
     if not isinstance(value, list):
         raise Unconvertible("tools_invalid", "\"tools\" is not a list")
     out = []
@@ -208,17 +253,21 @@ class MessageBuilder:
             bump(c, "role_aliases_mapped")
             bump(c, f"role_alias:{role_raw.strip().lower()}->{'assistant' if role == 'function_call' else role}")
         content_key = "content" if "content" in m else "value" if "value" in m else "text" if "text" in m else None
-        content = _content(m.get(content_key), c) if content_key else None
+        raw_content = m.get(content_key) if content_key else None
+        typed_calls: list[Any] = []
+        if typed_value_parts(raw_content):
+            raw_content, typed_calls = self._typed_parts(raw_content)
+        content = _content(raw_content, c) if content_key else None
         if role == "function_call":  # ShareGPT function_call turn: value is {"name", "arguments"} JSON
             self._function_call_turn(content)
             return
         msg: dict[str, Any] = {"role": role}
         dropped = [k for k in m if k not in ("role", "from", "speaker", "content", "value", "text", "name",
-                                             "tool_calls", "tool_call_id", "weight", "function_call")]
+                                             "tool_calls", "tool_call_id", "weight", "function_call", "loss_weight")]
         if dropped:
             bump(c, "message_keys_dropped", len(dropped))
         if role == "assistant":
-            calls = []
+            calls = [_tool_call(tc, c, self.make_id) for tc in typed_calls]
             if m.get("tool_calls"):
                 raw = m["tool_calls"] if isinstance(m["tool_calls"], list) else [m["tool_calls"]]
                 calls = [_tool_call(tc, c, self.make_id) for tc in raw]
@@ -228,8 +277,9 @@ class MessageBuilder:
             if calls:
                 msg["tool_calls"] = calls
                 self.pending.extend(tc["id"] for tc in calls)
-            if m.get("weight") in (0, 1) and not isinstance(m.get("weight"), bool):
-                msg["weight"] = m["weight"]
+            weight = m.get("weight", m.get("loss_weight"))
+            if weight in (0, 1) and not isinstance(weight, bool):
+                msg["weight"] = int(weight)
         if role in ("tool", "function"):
             cid = m.get("tool_call_id")
             if not isinstance(cid, str) or not cid:
@@ -259,6 +309,29 @@ class MessageBuilder:
             msg.pop("content", None)
         self.out.append(msg)
 
+    def _typed_parts(self, parts: list[dict[str, Any]]) -> tuple[str, list[Any]]:
+        """(text, tool calls) of LLaMA-Factory typed parts; reasoning parts are dropped and counted
+        (the chat format has no field for them)."""
+        texts: list[str] = []
+        calls: list[Any] = []
+        bump(self.counts, "typed_content_parts_converted")
+        for p in parts:
+            t, v = p.get("type"), p.get("value")
+            if t in ("text", "observation", "tool_result") and isinstance(v, str):
+                texts.append(v)
+            elif t in ("tool_call", "function_call"):
+                try:
+                    call = json.loads(v) if isinstance(v, str) else v
+                except ValueError as exc:
+                    raise Unconvertible("tool_call_invalid", "a tool_call part is not JSON "
+                                        "({\"name\": ..., \"arguments\": ...})") from exc
+                calls.extend(call if isinstance(call, list) else [call])
+            elif t in ("reasoning", "thinking"):
+                bump(self.counts, "reasoning_parts_dropped")
+            else:
+                bump(self.counts, "non_text_parts_dropped")
+        return "\n".join(texts), calls
+
     def _function_call_turn(self, content: Any) -> None:
         text = text_of(content)
         try:
@@ -287,7 +360,7 @@ def make_example(messages: list[dict[str, Any]], *, tools: Any = None, parallel:
         return chat.ChatExample(messages=[chat.Message(**m) for m in messages], tools=tools,
                                 parallel_tool_calls=parallel if isinstance(parallel, bool) else None,
                                 metadata=metadata or None)
-    except ValidationError as exc:
+    except pydantic.ValidationError as exc:
         e = exc.errors()[0]
         loc = ".".join(str(x) for x in e.get("loc", ()))
         raise Unconvertible("schema_error", f"{e.get('msg', 'invalid')} at {loc}") from exc
