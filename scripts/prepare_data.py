@@ -56,6 +56,9 @@ def build_parser():
     g.add_argument("--no-near-dup", action="store_true", help="exact deduplication only")
     g.add_argument("--keep-near-dups", action="store_true",
                    help="keep near-duplicates but put each cluster in a single split (paraphrase/augmented data)")
+    g.add_argument("--near-dup-removed", metavar="FILE",
+                   help="remove the rows of this removed list (near_dedup_cluster.py, datatrove) as near "
+                        "duplicates instead of searching for them here")
     g = p.add_argument_group("data mix")
     g.add_argument("--tag-field", metavar="FIELD",
                    help="field holding category tags (e.g. edge, refusal); counted in the mix report")
@@ -105,7 +108,8 @@ def handle(args) -> cli.Result:
         min_samples=args.min_samples, keep_inbound_metadata=args.keep_inbound_metadata,
         tools_file=args.tools_file, force=args.force, tokenizer=args.tokenizer, model=args.model,
         max_tokens=args.max_tokens, keep_unanswered_tool_calls=args.keep_unanswered_tool_calls,
-        include_deleted=args.include_deleted, coerce=args.coerce, min_examples=args.min_examples)
+        include_deleted=args.include_deleted, coerce=args.coerce, min_examples=args.min_examples,
+        near_dup_removed=args.near_dup_removed)
     return prep.prepare(opts)
 
 

@@ -25,7 +25,7 @@ from finetune_kit.errors import UsageError  # noqa: E402
 # PyTorch's CPU index on Linux (PyPI's Linux wheels are CUDA builds of several GB)
 TORCH_VERSION = "2.13.0"
 CPU_INDEX = "https://download.pytorch.org/whl/cpu"
-EXTRAS = ("pii", "pii-ner", "train", "eval", "plot")
+EXTRAS = ("pii", "pii-ner", "train", "eval", "plot", "cluster")
 STAMP = ".ft-setup.json"
 PROBE = r"""
 import importlib, importlib.util, json, sys
@@ -63,7 +63,7 @@ def build_parser():
     p.add_argument("--with", dest="extras", default="", metavar="EXTRAS",
                    help="comma list of extras besides the core: pii (presidio), pii-ner (spaCy English model, "
                         "includes pii), train (torch, transformers, peft, trl), eval (scipy, includes train), "
-                        "plot (matplotlib), or all")
+                        "plot (matplotlib), cluster (datatrove: near_dedup_cluster.py), or all")
     p.add_argument("--torch", choices=["auto", "cpu", "cuda"], default="auto",
                    help=f"torch build for train/eval (default auto: cuda when nvidia-smi sees a GPU, else cpu); "
                         f"torch=={TORCH_VERSION}")

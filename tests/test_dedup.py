@@ -124,3 +124,21 @@ def test_pairs_across_labels():
     assert all(j == pytest.approx(_jaccard(texts[a], texts[b])) for a, b, j in pairs)
     same, _ = idx.pairs_across({k: 0 for k in range(len(texts))})
     assert same == []
+
+
+def test_sketch_chunk_is_the_index_hashing_in_one_picklable_call():
+    """The disk engine's worker call returns the same shingle hashes as the index and one band key
+    per LSH band of the same signatures (rows without words: length 0, key 0)."""
+    texts = _texts(30) + ["", "?!"]
+    lens, flat, keys = dedup.sketch_chunk(texts, 0.85)
+    sk = dedup._Sketcher()
+    hs = sk.shingle_hashes(texts)
+    offs = np.concatenate([[0], np.cumsum(lens)])
+    for i, h in enumerate(hs):
+        if h is None:
+            assert lens[i] == 0 and not keys[i].any()
+        else:
+            assert np.array_equal(flat[offs[i]:offs[i + 1]], h)
+    m = sk.matrix([h for h in hs if h is not None])
+    assert np.array_equal(keys[lens > 0], dedup.band_keys(m, dedup.lsh_params(0.85)))
+    assert keys.shape == (len(texts), 16) and keys.dtype == np.uint64

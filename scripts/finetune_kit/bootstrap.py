@@ -46,6 +46,7 @@ EXTRAS: dict[str, tuple[str, tuple[str, ...]]] = {
               ("torch", "transformers", "peft", "trl", "datasets", "accelerate", "gguf", "sentencepiece")),
     "eval": ("paired statistical tests", ("scipy",)),
     "plot": ("PNG plots", ("matplotlib",)),
+    "cluster": ("near-duplicate removal on datatrove (past one machine)", ("datatrove", "orjson")),
 }
 # extras that include others (as in pyproject.toml)
 EXTRA_INCLUDES = {"pii-ner": ("pii",), "eval": ("train",)}
@@ -64,6 +65,7 @@ SCRIPTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "export_adapter": (("core",), ("train",)),              # --merge, chat template
     "collect_failures": (("core",), ()),
     "augment_data": (("core",), ("train",)),                # local generator model
+    "near_dedup_cluster": (("core", "cluster"), ()),
 }
 
 

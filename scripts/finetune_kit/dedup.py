@@ -15,8 +15,10 @@ at least the threshold. How it is found:
   estimate alone has a standard error of ~0.03 at 128 permutations).
 
 Public API: :class:`NearDupIndex` (``add``, ``query``, ``check``, the bulk ``extend`` and
-``pairs_across``), :func:`shingles`, :func:`lsh_params`. Texts without any word are never
-near duplicates of anything (``add`` returns False).
+``pairs_across``), :func:`shingles`, :func:`lsh_params`, and for the disk-backed engine
+(``finetune_kit.spill``) :func:`sketch_chunk` (shingle hashes + 64-bit LSH band keys of many texts,
+run in worker processes). Texts without any word are never near duplicates of anything (``add``
+returns False).
 """
 
 from __future__ import annotations
@@ -171,6 +173,63 @@ class _Sketcher:
             sl = np.ascontiguousarray(m[:, band * r:(band + 1) * r]).view(np.dtype((np.void, 4 * r))).ravel()
             _, inv, cnt = np.unique(sl, return_inverse=True, return_counts=True)
             yield inv.ravel(), cnt
+
+
+_MIX1 = 0xBF58476D1CE4E5B9
+_MIX2 = 0x94D049BB133111EB
+
+
+def band_keys(matrix, bands: tuple[int, int]):
+    """(n, bands) uint64: one key per LSH band of each signature row. Two rows share a band key
+    when their ``rows`` MinHash values in that band are equal (the banding datasketch's
+    MinHashLSH does with the raw bytes); the 32 bytes of a band are folded into 64 bits with
+    splitmix64-style mixing, so unequal bands collide with probability ~2^-64 per pair - and
+    every candidate is verified with the exact Jaccard anyway, so a collision can only cost
+    one extra comparison, never a wrong removal."""
+    import numpy as np
+
+    b, r = bands
+    n = matrix.shape[0]
+    out = np.empty((n, b), dtype=np.uint64)
+    m = matrix.astype(np.uint64)
+    with np.errstate(over="ignore"):
+        for band in range(b):
+            h = np.full(n, np.uint64(0x9E3779B97F4A7C15 ^ band), dtype=np.uint64)
+            for c in range(band * r, (band + 1) * r):
+                h ^= m[:, c]
+                h *= np.uint64(_MIX1)
+                h ^= h >> np.uint64(31)
+            h *= np.uint64(_MIX2)
+            h ^= h >> np.uint64(29)
+            out[:, band] = h
+    return out
+
+
+_WORKER_SKETCHER: dict[int, _Sketcher] = {}
+
+
+def sketch_chunk(texts: Sequence[str], threshold: float, num_perm: int = NUM_PERM):
+    """Shingle hashes and LSH band keys of many texts, for the disk-backed engine (picklable, runs
+    in worker processes): ``(lens, hashes, keys)`` - ``lens[i]`` the number of unique shingle
+    hashes of text i (0: no words, never a near duplicate), ``hashes`` all texts' sorted unique
+    uint32 shingle hashes concatenated, ``keys`` (n, bands) uint64 from :func:`band_keys` over
+    the datasketch-identical MinHash signatures (rows of texts without words are 0)."""
+    import numpy as np
+
+    sk = _WORKER_SKETCHER.get(num_perm)
+    if sk is None:
+        sk = _WORKER_SKETCHER[num_perm] = _Sketcher(num_perm)
+    hs = sk.shingle_hashes(texts)
+    lens = np.array([0 if h is None else len(h) for h in hs], dtype=np.int32)
+    nonempty = [h for h in hs if h is not None]
+    params = lsh_params(threshold, num_perm)
+    keys = np.zeros((len(texts), params[0]), dtype=np.uint64)
+    if nonempty:
+        keys[lens > 0] = band_keys(sk.matrix(nonempty), params)
+        flat = np.concatenate(nonempty)
+    else:
+        flat = np.empty(0, dtype=np.uint32)
+    return lens, flat, keys
 
 
 class NearDupIndex:

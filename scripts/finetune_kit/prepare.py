@@ -9,9 +9,13 @@ Pipeline (``prepare(opts)``; ``scripts/prepare_data.py`` is the CLI), one functi
            registered for it (``readers.ROW_FORMATS``) and the chat.py models, normalising on the
            way (role aliases, object tool arguments -> JSON strings, legacy ``function_call``,
            whitespace-only turns ...) and counting every normalisation.
-3. clean   ``clean_row``: ``--system`` adds/replaces the system prompt, provenance metadata,
-           ``--tools``; the result is checked with ``chat.check_record`` (errors -> removed as
-           unconvertible).
+3. clean   ``_refuse_coercion`` (rows that need a coercion the validator rejects are removed
+           unless ``--coerce``), ``clean_row``: ``--system`` adds/replaces the system prompt,
+           provenance metadata, ``--tools``; the result is checked with ``chat.check_record``
+           (errors -> removed as unconvertible). Steps 2-3 run per row in
+           ``convert_and_clean_row``. Preference rows: ``use_preference_lines`` decides over all
+           rows whether the outputs are preference lines (every row is one) or chat examples of the
+           preferred answers (mixed with chat rows, with a warning).
 4. dedup   ``dedup_rows``: exact (normalised text) and near-duplicate (``dedup.NearDupIndex``:
            datasketch MinHash LSH on word 3-shingles of the conversation without system prompt,
            verified by exact Jaccard); the first occurrence is kept; removed rows go to
@@ -21,9 +25,19 @@ Pipeline (``prepare(opts)``; ``scripts/prepare_data.py`` is the CLI), one functi
            splits (union-find), optional ``--stratify``; never an empty train split.
 6. verify  ``check_split_leakage``: leakage across splits is re-checked (exact, near-duplicate, group).
 7. write   ``build_manifest`` / ``write_outputs``: data mix (multi-turn, tool calls, refusal-like
-           answers by ``REFUSAL_PATTERNS``, tags) against a target mix, the splits, removed.jsonl and
-           manifest.json written atomically; the validator library runs on the outputs.
+           answers by ``REFUSAL_PATTERNS``, tags) against ``--target-mix`` or ``derive_target``, the
+           splits, removed.jsonl and manifest.json written atomically; the validator library runs
+           on the outputs with the validator's own flags.
 8. report  ``report``: the --json document, the human summary, the exit code.
+
+Two engines run stages 1-7 with byte-identical results (``Options.engine``): ``run_on_disk``
+(default) streams each row through read -> convert -> clean into ``spill.SpillEngine``, which
+spills it to a scratch SQLite file and keeps only compact keys in memory (flat memory at millions
+of rows; MinHash in worker processes); ``run_in_memory`` holds every row and is the reference the
+tests and ``bench/prepare.py`` compare against. Decisions over all rows (preference lines, the
+derived mix target) are taken by the disk engine after streaming from what it recorded per row
+(see ``run_on_disk``). ``--near-dup-removed`` replaces the own near-dup
+search by a removed list from ``near_dedup_cluster.py`` (datatrove, past one machine).
 """
 
 from __future__ import annotations
@@ -36,19 +50,20 @@ import re
 import time
 import unicodedata
 from collections import Counter, defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 from . import cli, jsonl
 from .bootstrap import lazy_module
-from .dedup import NUM_PERM, SHINGLE, NearDupIndex
+from .dedup import NUM_PERM, SHINGLE, NearDupIndex, lsh_params
 from .errors import BlockingProblem, UsageError
 from .outputs import check_dir_output, load_json_input, owned_dir
 from .readers import (ROW_FORMATS, ReadContext, Row, Unconvertible, convert_row, detect_row_format, file_kind,
                       normalise_tools, reader_for)
 from .readers import bump as _bump
 from .readers.tabular import csv_example
+from .spill import assign_sizes, split_targets
 
 chat = lazy_module(__package__ + ".chat")
 
@@ -107,6 +122,11 @@ class Options:
     include_deleted: bool = False
     coerce: bool = False                  # accept rows that need a COERCIONS fix (else removed with the code)
     min_examples: int = 10                # the validator's --min-examples (a training-file rule)
+    # "disk": the bounded-memory engine (spill.py, the default); "memory": everything in RAM (the
+    # reference implementation the tests and bench/prepare.py compare the disk engine against)
+    engine: str = "disk"
+    near_dup_removed: str | None = None  # removed list from near_dedup_cluster.py (replaces the own near-dup search)
+    workers: int | None = None  # MinHash worker processes of the disk engine (None: cores - 1)
 
 
 
@@ -255,48 +275,11 @@ class _UnionFind:
 # ------------------------------------------------------------------------------ split
 
 
-def split_targets(n: int, ratios: tuple[float, float, float]) -> list[int]:
-    """Example counts per split: round half up for validation/test, the rest to train (>= 1)."""
-    if n <= 0:
-        return [0, 0, 0]
-    val = int(math.floor(n * ratios[1] + 0.5))
-    test = int(math.floor(n * ratios[2] + 0.5))
-    while val + test > n - 1 and (val or test):  # train keeps at least one example
-        if test >= val and test:
-            test -= 1
-        else:
-            val -= 1
-    return [n - val - test, val, test]
-
-
 def assign_units(units: list[list[int]], ratios: tuple[float, float, float], rng: random.Random) -> dict[int, int]:
-    """unit members -> split index. Units are shuffled (seeded), then placed largest first into the
-    split with the largest remaining deficit, so groups stay whole and the counts hit the targets
-    exactly when every unit has one example."""
-    n = sum(len(u) for u in units)
-    targets = split_targets(n, ratios)
-    order = list(range(len(units)))
-    rng.shuffle(order)
-    order.sort(key=lambda i: -len(units[i]))  # stable: ties keep the shuffled order
-    fill = [0, 0, 0]
-    out: dict[int, int] = {}
-    for ui in order:
-        size = len(units[ui])
-        deficits = [targets[s] - fill[s] for s in range(3)]
-        best = max(range(3), key=lambda s: (deficits[s], -s))
-        if deficits[best] <= 0:
-            best = 0
-        elif size > deficits[best] and best != 0 and size > 1:
-            # a group bigger than what validation/test still need goes to train unless train is full
-            best = 0 if deficits[0] > 0 else best
-        fill[best] += size
-        for i in units[ui]:
-            out[i] = best
-    if fill[0] == 0 and n:  # never an empty train split
-        ui = order[-1]
-        for i in units[ui]:
-            out[i] = 0
-    return out
+    """unit members -> split index (``spill.assign_sizes`` on the units' sizes: seeded shuffle,
+    largest first into the split with the largest remaining deficit; groups stay whole)."""
+    a = assign_sizes([len(u) for u in units], ratios, rng)
+    return {i: s for u, s in zip(units, a) for i in u}
 
 
 # ------------------------------------------------------------------------------ mix report
@@ -327,14 +310,27 @@ def _tags(value: Any) -> list[str]:
 
 
 AGENT_SHARE = 0.05  # data with at least this share of multi-turn or tool-call examples is agent data
+MEASURED = ("multi_turn", "tool_calls", "refusal")
+
+
+def mix_key(ex: chat.ChatExample, tags: list[str]) -> tuple[frozenset, tuple]:
+    """What the data mix needs of one example, whatever the target: its measured categories
+    (multi-turn, tool calls, refusal-like; never ``normal``) and its tags. The disk engine counts
+    these keys; the target (:func:`derive_target`) and ``normal`` are settled from the counts."""
+    return frozenset(categories(ex)), tuple(tags)
 
 
 def derive_target(examples: list[tuple[chat.ChatExample, list[str]]]) -> tuple[dict[str, float] | None, str]:
     """The target mix when ``--target-mix`` is not given: the agent default (DEFAULT_TARGET_MIX) for
     data that has multi-turn or tool-call examples (>= AGENT_SHARE of them); none - the mix is only
     reported - for single-turn data such as a classifier's, whose right mix the data cannot tell."""
-    n = len(examples) or 1
-    agentic = sum(1 for ex, _ in examples if {"multi_turn", "tool_calls"} & categories(ex))
+    return target_from_counts(len(examples), Counter(mix_key(ex, tags) for ex, tags in examples))
+
+
+def target_from_counts(n: int, by_key: dict[tuple[frozenset, tuple], int]) -> tuple[dict[str, float] | None, str]:
+    """:func:`derive_target` from the counts of :func:`mix_key` keys over ``n`` examples."""
+    n = n or 1
+    agentic = sum(k for (cats, _), k in by_key.items() if {"multi_turn", "tool_calls"} & cats)
     if agentic / n >= AGENT_SHARE:
         return dict(DEFAULT_TARGET_MIX), (f"default agent mix ({agentic / n:.0%} of the examples are multi-turn or "
                                           "call tools); pass --target-mix to set your own")
@@ -349,18 +345,28 @@ def mix_report(examples: list[tuple[chat.ChatExample, list[str]]], target: dict[
     ``short`` = below ``tolerance`` x target; ``add_to_reach`` = examples of that kind to add
     (keeping the others) to reach the target share.
     """
+    return mix_summary(len(examples), Counter(mix_key(ex, tags) for ex, tags in examples), target, tag_field,
+                       tolerance)
+
+
+def mix_summary(n: int, by_key: dict[tuple[frozenset, tuple], int], target: dict[str, float] | None,
+                tag_field: str | None, tolerance: float = 0.75) -> dict[str, Any]:
+    """:func:`mix_report` from counts: ``by_key`` maps :func:`mix_key` keys to how many of the ``n``
+    examples have them (the disk engine counts these without keeping the examples); the target
+    (when None) and ``normal`` are derived here, so both engines report the same mix."""
     source = "--target-mix"
     if target is None:
-        target, source = derive_target(examples)
-    n = len(examples)
+        target, source = target_from_counts(n, by_key)
     counts: Counter = Counter()
     tag_counts: Counter = Counter()
-    for ex, tags in examples:
-        cats = categories(ex, tags)
-        tag_counts.update(tags)
-        if not cats & (set(target or ()) | {"multi_turn", "tool_calls", "refusal"}) - {"normal"}:
+    for (measured, tags), k in by_key.items():
+        cats = set(measured) | {_category(t) for t in tags}
+        if not cats & (set(target or ()) | set(MEASURED)) - {"normal"}:
             cats.add("normal")
-        counts.update(cats)
+        for c in cats:
+            counts[c] += k
+        for t in tags:
+            tag_counts[t] += k
     measurable = {"normal", "multi_turn", "tool_calls", "refusal"}
     rows = []
     short = []
@@ -429,6 +435,49 @@ def _input_paths(opts: Options) -> list[str]:
     return paths
 
 
+@dataclass
+class Outcome:
+    """What dedup -> split -> verify hand to the manifest, the writer and the report, from either
+    engine (``run_in_memory`` / ``run_on_disk``)."""
+
+    removed_reasons: Counter             # removed rows per reason (order differs by engine; report sorts)
+    removed_codes: Counter               # unconvertible rows per code (likewise)
+    near_pairs: int                      # near-duplicate matches kept together (--keep-near-dups)
+    units: int                           # split units (groups / clusters / single rows)
+    group_missing: int | None            # kept rows without a --group-by value
+    strata: dict[str, dict[str, int]] | None
+    sizes: list[int]                     # rows in train, validation, test
+    leakage: dict[str, Any]
+    mix: dict[str, Any]
+    write: Callable[[Path], None]        # writes train/validation/test.jsonl + removed.jsonl into a folder
+    input_rows: int = 0
+    converted: int = 0
+    close: Callable[[], None] = lambda: None  # frees the engine's scratch space (idempotent)
+    removed_list: dict[str, Any] | None = None  # --near-dup-removed: file, entries, rows it removed
+
+    @property
+    def kept(self) -> int:
+        return sum(self.sizes)
+
+    @property
+    def removed(self) -> int:
+        return sum(self.removed_reasons.values())
+
+
+@dataclass
+class ReadSummary:
+    """What the read/convert/clean stages report (either engine)."""
+
+    inputs_info: list[dict[str, Any]]
+    fmt_counts: Counter
+    warn_codes: Counter
+    is_oc: bool
+    said: list[str] = field(default_factory=list)   # the stages' warnings (ReadContext.warnings): check_enough
+    #                                                 and the report repeat them
+    openclaw: dict[str, Any] | None = None          # the manifest's openclaw section (sessions, stripped,
+    #                                                 dropped, windowing) when an input is OpenClaw
+
+
 def check_output_dir(opts: Options) -> Path:
     """Fail fast (before the work) on an output that may not be written (outputs.py: never around an
     input; --force replaces only the files listed in our manifest.json)."""
@@ -442,8 +491,14 @@ def check_output_dir(opts: Options) -> Path:
 
 def read_inputs(opts: Options, ctx: ReadContext) -> tuple[list[Row], list[dict[str, Any]]]:
     """Stage 1 (read): every input through the reader registered for its kind."""
-    rows: list[Row] = []
     inputs_info: list[dict[str, Any]] = []
+    rows = list(iter_inputs(opts, ctx, inputs_info))
+    return rows, inputs_info
+
+
+def iter_inputs(opts: Options, ctx: ReadContext, inputs_info: list[dict[str, Any]]) -> Iterator[Row]:
+    """The rows of every input, lazily (the disk engine never holds them all); ``inputs_info``
+    gets one entry per input once it has been read. Bad inputs fail before any row is read."""
     if opts.fmt == "openclaw" and not opts.inputs:
         from . import openclaw_sessions as oc
         state = oc.default_state_dir()
@@ -453,6 +508,7 @@ def read_inputs(opts: Options, ctx: ReadContext) -> tuple[list[Row], list[dict[s
         opts.inputs = [str(state)]
     if not opts.inputs:
         raise UsageError("no input: give one or more files (or --from openclaw [SESSIONS_DIR])")
+    plan = []
     for inp in opts.inputs:
         p = Path(inp).expanduser()
         if not p.exists():
@@ -460,14 +516,18 @@ def read_inputs(opts: Options, ctx: ReadContext) -> tuple[list[Row], list[dict[s
         kind = file_kind(p, opts.fmt)
         if p.is_dir() and kind != "openclaw":
             raise UsageError(f"{p} is a directory; only --from openclaw reads directories")
+        plan.append((p, kind))
+    n = 0
+    for p, kind in plan:
         info: dict[str, Any] = {"file": p.name, "format": kind}
-        before = len(rows)
-        rows.extend(reader_for(kind)(p, kind, ctx, len(rows)))
-        info["rows"] = len(rows) - before
+        before = n
+        for row in reader_for(kind)(p, kind, ctx, n):
+            n += 1
+            yield row
+        info["rows"] = n - before
         if p.is_file():
             info["sha256"] = jsonl.sha256_file(p)
         inputs_info.append(info)
-    return rows, inputs_info
 
 
 def convert_row_to_chat(row: Row, counts: dict[str, int], fmt_counts: Counter) -> None:
@@ -561,48 +621,74 @@ def convert_and_clean(rows: list[Row], opts: Options, ctx: ReadContext) -> tuple
     fmt_counts: Counter = Counter()
     warn_codes: Counter = Counter()
     for r in cli.progress(rows, desc="convert", unit="row"):
-        local: dict[str, int] = {}
-        convert_row_to_chat(r, local, fmt_counts)
-        _refuse_coercion(r, local, opts)
-        clean_row(r, opts, local, warn_codes, ctx.tools)
-        if r.example is not None:
-            for k, v in local.items():
-                _bump(ctx.counts, k, v)
-    preference_lines(rows, opts, ctx, warn_codes)
+        convert_and_clean_row(r, opts, ctx, fmt_counts, warn_codes)
+    preference_lines(rows, opts, ctx)
     return fmt_counts, warn_codes
 
 
-def preference_lines(rows: list[Row], opts: Options, ctx: ReadContext, warn_codes: Counter) -> None:
-    """Preference rows stay preference data (OpenAI preference lines, for DPO) when every converted
-    row is one; mixed with other rows, only their preferred answers are kept as chat examples
-    (counted, and said in the warnings)."""
+def convert_and_clean_row(r: Row, opts: Options, ctx: ReadContext, fmt_counts: Counter, warn_codes: Counter) -> None:
+    """Stages 2+3 on one row; both engines run every row through this (the disk engine as it
+    streams), so every per-row step gives the same result in both."""
+    # Per-row hooks (e.g. PII redaction) belong in this function so both engines get them (rewrite r.pref too).
+    local: dict[str, int] = {}
+    convert_row_to_chat(r, local, fmt_counts)
+    _refuse_coercion(r, local, opts)
+    clean_row(r, opts, local, warn_codes, ctx.tools)
+    if r.example is not None:
+        for k, v in local.items():
+            _bump(ctx.counts, k, v)
+
+
+def use_preference_lines(n_converted: int, n_preference: int, ctx: ReadContext) -> bool:
+    """The decision over all rows: preference rows stay preference data (OpenAI preference lines,
+    for DPO) when every converted row is one; mixed with other rows, only their preferred answers
+    are kept as chat examples (counted, and said in the warnings)."""
+    if not n_preference:
+        return False
+    if n_preference < n_converted:
+        _bump(ctx.counts, "preference_to_sft_preferred_answer", n_preference)
+        ctx.warnings.append(f"{n_preference} preference row(s) are mixed with other rows: only their preferred "
+                            "answers were kept (as chat examples); prepare them in a separate run to keep the pairs "
+                            "for DPO")
+        return False
+    return True
+
+
+def preference_line(r: Row, opts: Options) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """One converted preference row's output line when preference lines are written: the OpenAI
+    preference line with ``--system`` and the chat line's metadata, checked by the single parser;
+    ``(line, None)``, or ``(None, error)`` when the line is invalid (the row is then unconvertible)."""
+    line = json.loads(json.dumps(r.pref))
+    if opts.system is not None:
+        msgs = line["input"]["messages"]
+        if msgs and msgs[0].get("role") in ("system", "developer"):
+            msgs[0] = {"role": msgs[0]["role"], "content": opts.system}
+        else:
+            msgs.insert(0, {"role": "system", "content": opts.system})
+    md = {**(line.get("metadata") or {}), **((r.line_obj or {}).get("metadata") or {})}
+    if md:
+        line["metadata"] = md
+    model, findings = chat.check_record(line, "preference", r.line)
+    errors = [f for f in findings if f.severity == "error"]
+    if errors or model is None:
+        return None, {"reason": "unconvertible", "code": errors[0].code if errors else "invalid",
+                      "detail": errors[0].message if errors else "the preference line is not valid",
+                      "findings": [f.to_dict() for f in findings]}
+    return line, None
+
+
+def preference_lines(rows: list[Row], opts: Options, ctx: ReadContext) -> None:
+    """In memory: every converted preference row's line becomes its preference line when
+    :func:`use_preference_lines` says so (the disk engine decides the same after streaming and
+    swaps the lines as it writes, ``spill.SpillEngine.use_alt_lines``)."""
     converted = [r for r in rows if r.example is not None]
     prefs = [r for r in converted if r.pref is not None]
-    if not prefs:
-        return
-    if len(prefs) < len(converted):
-        _bump(ctx.counts, "preference_to_sft_preferred_answer", len(prefs))
-        ctx.warnings.append(f"{len(prefs)} preference row(s) are mixed with other rows: only their preferred answers "
-                            "were kept (as chat examples); prepare them in a separate run to keep the pairs for DPO")
+    if not use_preference_lines(len(converted), len(prefs), ctx):
         return
     for r in prefs:
-        line = json.loads(json.dumps(r.pref))
-        if opts.system is not None:
-            msgs = line["input"]["messages"]
-            if msgs and msgs[0].get("role") in ("system", "developer"):
-                msgs[0] = {"role": msgs[0]["role"], "content": opts.system}
-            else:
-                msgs.insert(0, {"role": "system", "content": opts.system})
-        md = {**(line.get("metadata") or {}), **((r.line_obj or {}).get("metadata") or {})}
-        if md:
-            line["metadata"] = md
-        model, findings = chat.check_record(line, "preference", r.line)
-        errors = [f for f in findings if f.severity == "error"]
-        if errors or model is None:
-            r.error = {"reason": "unconvertible", "code": errors[0].code if errors else "invalid",
-                       "detail": errors[0].message if errors else "the preference line is not valid",
-                       "findings": [f.to_dict() for f in findings]}
-            r.example = None
+        line, error = preference_line(r, opts)
+        if error is not None:
+            r.error, r.example = error, None
             continue
         r.line_obj = line
     _bump(ctx.counts, "preference_lines_kept", sum(1 for r in prefs if r.example is not None))
@@ -611,27 +697,44 @@ def preference_lines(rows: list[Row], opts: Options, ctx: ReadContext, warn_code
 def check_enough(rows: list[Row], is_oc: bool, opts: Options, oc_stats: dict[str, Any],
                  said: list[str] = ()) -> list[Row]:
     """The converted rows; BlockingProblem/UsageError when too few sessions/rows are left."""
-    n_input = len(rows)
     converted = [r for r in rows if r.example is not None]
+    check_counts(len(rows), len(converted), next((r for r in rows if r.error), None),
+                 dict(Counter(r.error.get("code") for r in rows if r.error)), is_oc, opts, oc_stats, said)
+    return converted
+
+
+def check_counts(n_input: int, n_converted: int, first_error: Row | None, unusable: dict[Any, int], is_oc: bool,
+                 opts: Options, oc_stats: dict[str, Any], said: list[str] = ()) -> None:
+    """BlockingProblem/UsageError when too few sessions/rows are left (from counts: the disk
+    engine checks after streaming); ``unusable``: rows per error code; ``said``: the run's
+    warnings so far (they often say why nothing qualified)."""
     if n_input == 0 and not is_oc:
         raise UsageError(f"no rows in {', '.join(opts.inputs)}: the input is empty")
     if is_oc:
         need = opts.min_samples if opts.min_samples is not None else 1
         have = oc_stats.get("sessions_qualifying", 0)
         if have < need:
-            unusable = dict(Counter(r.error.get("code") for r in rows if r.error))
             raise BlockingProblem(
                 f"only {have} OpenClaw session(s) qualify (need {need}): {oc_stats.get('sessions_read', 0)} read, "
                 f"filtered out {oc_stats.get('sessions_filtered_out') or {}}, unusable {unusable or {}}; "
                 + (" ".join(said) if said else "widen --date-range/--agent-id or collect more conversations"))
-    elif opts.min_samples is not None and len(converted) < opts.min_samples:
-        raise BlockingProblem(f"only {len(converted)} rows converted (need {opts.min_samples})")
-    if not converted:
-        first = next((r for r in rows if r.error), None)
+    elif opts.min_samples is not None and n_converted < opts.min_samples:
+        raise BlockingProblem(f"only {n_converted} rows converted (need {opts.min_samples})")
+    if not n_converted:
+        first = first_error
         why = f"{first.ref_text()}: {first.error.get('code')}: {first.error.get('detail')}" if first else ""
         raise UsageError(f"no row could be converted ({n_input} read; first problem {why}); supported "
                          f"formats: {', '.join(FORMATS[1:])} (see --from)")
-    return converted
+
+
+def removed_record(r: Row) -> dict[str, Any]:
+    """The removed.jsonl record of a row that could not be read or converted."""
+    rec = {"reason": r.error.get("reason", "unconvertible"), **r.ref(), "code": r.error.get("code"),
+           "detail": r.error.get("detail")}
+    if r.error.get("findings"):
+        rec["findings"] = r.error["findings"]
+    rec["raw"] = r.raw
+    return rec
 
 
 def dedup_rows(rows: list[Row], converted: list[Row], opts: Options) -> Deduped:
@@ -660,13 +763,7 @@ def dedup_rows(rows: list[Row], converted: list[Row], opts: Options) -> Deduped:
         dd.kept = survivors
     for r in rows:
         if r.error:
-            rec = {"reason": r.error.get("reason", "unconvertible"), **r.ref(), "code": r.error.get("code"),
-                   "detail": r.error.get("detail")}
-            if r.error.get("findings"):
-                rec["findings"] = r.error["findings"]
-            rec["raw"] = r.raw
-            rec["_i"] = r.index
-            removed.append(rec)
+            removed.append({**removed_record(r), "_i": r.index})
     removed.sort(key=lambda d: d["_i"])  # input order of the removed rows
     for d in removed:
         del d["_i"]
@@ -768,12 +865,9 @@ def check_split_leakage(sp: Split, dd: Deduped, opts: Options) -> dict[str, Any]
     return leakage
 
 
-def build_manifest(opts: Options, inputs_info: list[dict[str, Any]], rows: list[Row], n_converted: int,
-                   fmt_counts: Counter, counts: dict[str, int], warn_codes: Counter, dd: Deduped, sp: Split,
-                   leakage: dict[str, Any], mix: dict[str, Any], oc_stats: dict[str, Any] | None) -> dict[str, Any]:
-    removed = dd.removed
-    n_exact = sum(1 for d in removed if d["reason"] == "exact_duplicate")
-    n_near = sum(1 for d in removed if d["reason"] == "near_duplicate")
+def build_manifest(opts: Options, rd: ReadSummary, counts: dict[str, int], out: Outcome) -> dict[str, Any]:
+    n_exact = out.removed_reasons.get("exact_duplicate", 0)
+    n_near = out.removed_reasons.get("near_duplicate", 0)
     manifest: dict[str, Any] = {
         "tool": "prepare_data", "manifest_version": 1, "seed": opts.seed,
         "parameters": {
@@ -788,36 +882,37 @@ def build_manifest(opts: Options, inputs_info: list[dict[str, Any]], rows: list[
             "keep_unanswered_tool_calls": opts.keep_unanswered_tool_calls, "include_deleted": opts.include_deleted,
             "coerce": opts.coerce, "min_examples": opts.min_examples,
             "tools_file": Path(opts.tools_file).name if opts.tools_file else None},
-        "inputs": inputs_info,
-        "counts": {"input_rows": len(rows), "converted": n_converted,
-                   "unconvertible": sum(1 for r in rows if r.error),
+        "inputs": rd.inputs_info,
+        "counts": {"input_rows": out.input_rows, "converted": out.converted,
+                   "unconvertible": out.input_rows - out.converted,
                    "exact_duplicates": n_exact, "near_duplicates": n_near,
-                   "kept": len(dd.kept), "train": len(sp.rows[0]), "validation": len(sp.rows[1]),
-                   "test": len(sp.rows[2]), "removed": len(removed)},
-        "formats": dict(sorted(fmt_counts.items())),
+                   "kept": out.kept, "train": out.sizes[0], "validation": out.sizes[1],
+                   "test": out.sizes[2], "removed": out.removed},
+        "formats": dict(sorted(rd.fmt_counts.items())),
         "normalisation": dict(sorted(counts.items())),
-        "check_warnings": dict(sorted(warn_codes.items())),
+        "check_warnings": dict(sorted(rd.warn_codes.items())),
         "dedup": {"exact_removed": n_exact, "near_removed": n_near,
                   "near_dup_enabled": opts.near_dup, "threshold": opts.near_dup_threshold,
-                  "kept_near_dup_pairs": dd.near_pairs if opts.keep_near_dups else 0,
+                  "kept_near_dup_pairs": out.near_pairs if opts.keep_near_dups else 0,
                   "method": "MinHash LSH (datasketch) candidates verified by exact Jaccard of hashed word 3-shingles "
                             "of the conversation without system prompt",
-                  "lsh_bands_rows": list(dd.index.params) if dd.index is not None else None},
-        "split": {"ratios": list(opts.split), "targets": dict(zip(SPLITS, split_targets(len(dd.kept), opts.split))),
-                  "units": len(sp.units), "group_by": opts.group_by,
-                  "group_missing": sp.group_missing if opts.group_by else None, "stratify": sp.strata},
-        "leakage": leakage,
-        "mix": mix,
+                  "lsh_bands_rows": list(lsh_params(opts.near_dup_threshold)) if opts.near_dup else None,
+                  "removed_list": out.removed_list},
+        "split": {"ratios": list(opts.split), "targets": dict(zip(SPLITS, split_targets(out.kept, opts.split))),
+                  "units": out.units, "group_by": opts.group_by,
+                  "group_missing": out.group_missing if opts.group_by else None, "stratify": out.strata},
+        "leakage": out.leakage,
+        "mix": out.mix,
         "files": {},
     }
-    if oc_stats is not None:
-        manifest["openclaw"] = oc_stats
-    assert manifest["counts"]["input_rows"] == len(dd.kept) + len(removed), "row accounting broke"
+    if rd.openclaw is not None:
+        manifest["openclaw"] = rd.openclaw
+    assert manifest["counts"]["input_rows"] == out.kept + out.removed, "row accounting broke"
     return manifest
 
 
-def write_outputs(out_dir: Path, manifest: dict[str, Any], sp: Split, removed: list[dict[str, Any]],
-                  opts: Options, timings: dict[str, float]) -> dict[str, Any] | None:
+def write_outputs(out_dir: Path, manifest: dict[str, Any], out: Outcome, opts: Options,
+                  timings: dict[str, float]) -> dict[str, Any] | None:
     """Stage 7 (write): the splits, removed.jsonl and manifest.json, atomically; the validator
     library runs on the written splits before the directory is moved into place."""
     validation = None
@@ -825,16 +920,14 @@ def write_outputs(out_dir: Path, manifest: dict[str, Any], sp: Split, removed: l
     with owned_dir(out_dir, force=opts.force, inputs=_input_paths(opts), manifest="manifest.json",
                    tool="prepare_data.py") as tmp:
         names = {0: "train.jsonl", 1: "validation.jsonl", 2: "test.jsonl"}
-        for s, name in names.items():
-            jsonl.write_jsonl(tmp / name, (r.line_obj for r in sp.rows[s]), force=True)
-        jsonl.write_jsonl(tmp / "removed.jsonl", removed, force=True)
+        out.write(tmp)
         for name in list(names.values()) + ["removed.jsonl"]:
             n = sum(1 for _ in open(tmp / name, "rb"))
             manifest["files"][name] = {"rows": n, "sha256": jsonl.sha256_file(tmp / name)}
         timings["mix_write"] += time.time() - t1
         t1 = time.time()
         if opts.validate:
-            validation = _validate(tmp, [names[s] for s in range(3) if sp.rows[s]], out_dir, opts)
+            validation = _validate(tmp, [names[s] for s in range(3) if out.sizes[s]], out_dir, opts)
             if validation is not None:
                 manifest["validation"] = {"valid": validation.get("valid"),
                                           "errors": sum(len(f.get("errors", [])) for f in validation.get("files", [])),
@@ -844,20 +937,20 @@ def write_outputs(out_dir: Path, manifest: dict[str, Any], sp: Split, removed: l
     return validation
 
 
-def run_warnings(sp: Split, opts: Options, mix: dict[str, Any], said: list[str] = ()) -> list[str]:
+def run_warnings(out: Outcome, opts: Options, mix: dict[str, Any], said: list[str] = ()) -> list[str]:
     warnings = list(said)
     try:
         from .validate import MIN_EXAMPLES
     except ImportError:
         MIN_EXAMPLES = 10
-    if len(sp.rows[0]) < MIN_EXAMPLES:
-        warnings.append(f"the train split has {len(sp.rows[0])} examples; OpenAI fine-tuning requires at "
+    if out.sizes[0] < MIN_EXAMPLES:
+        warnings.append(f"the train split has {out.sizes[0]} examples; OpenAI fine-tuning requires at "
                         f"least {MIN_EXAMPLES} (improvements usually start at 50-100)")
-    if any(len(sp.rows[s]) == 0 for s in (1, 2)) and any(opts.split[s] > 0 for s in (1, 2)):
+    if any(out.sizes[s] == 0 for s in (1, 2)) and any(opts.split[s] > 0 for s in (1, 2)):
         warnings.append("validation and/or test split is empty (too few examples/groups for the requested split)")
-    small = [(SPLITS[s], len(sp.rows[s])) for s in (1, 2) if 0 < len(sp.rows[s]) < MIN_EXAMPLES]
+    small = [(SPLITS[s], out.sizes[s]) for s in (1, 2) if 0 < out.sizes[s] < MIN_EXAMPLES]
     if small:
-        n = sum(len(v) for v in sp.rows.values())
+        n = out.kept
         need = math.ceil(MIN_EXAMPLES / min(x for x in opts.split[1:] if x > 0))
         warnings.append(f"{' and '.join(f'{k} has {v}' for k, v in small)} example(s): one example moves a score by "
                         f"{100 / min(v for _, v in small):.0f} points. With {n} examples use one held-out split "
@@ -865,13 +958,18 @@ def run_warnings(sp: Split, opts: Options, mix: dict[str, Any], said: list[str] 
                         f"sets); {need}+ examples give {MIN_EXAMPLES} per split at this --split")
     if mix["short"]:
         warnings.append("short of the target mix: " + ", ".join(mix["short"]))
+    rl = out.removed_list
+    if rl and rl["entries"] > rl["removed_as_near_duplicate"]:
+        warnings.append(f"{rl['entries'] - rl['removed_as_near_duplicate']:,} of {rl['entries']:,} rows in "
+                        f"{rl['file']} were not removed as near duplicates (not in the inputs, not converted, "
+                        "or already exact duplicates)")
     return warnings
 
 
-def report(out_dir: Path, opts: Options, manifest: dict[str, Any], dd: Deduped, validation: dict[str, Any] | None,
+def report(out_dir: Path, opts: Options, manifest: dict[str, Any], out: Outcome, validation: dict[str, Any] | None,
            warnings: list[str], timings: dict[str, float], t0: float) -> cli.Result:
     """Stage 8 (report): the --json document, the human summary and the exit code."""
-    leakage, removed = manifest["leakage"], dd.removed
+    leakage = manifest["leakage"]
     blocking = []
     if any(v for k, v in leakage.items() if k in ("exact", "near_dup", "group") and v):
         blocking.append("leakage across splits")
@@ -881,8 +979,10 @@ def report(out_dir: Path, opts: Options, manifest: dict[str, Any], dd: Deduped, 
             "files": {k: {**v, "path": str(out_dir / k)} for k, v in manifest["files"].items()},
             "counts": manifest["counts"], "formats": manifest["formats"], "normalisation": manifest["normalisation"],
             "check_warnings": manifest["check_warnings"], "dedup": manifest["dedup"], "split": manifest["split"],
-            "leakage": leakage, "mix": manifest["mix"], "removed_reasons": dict(Counter(d["reason"] for d in removed)),
-            "removed_codes": dict(Counter(d.get("code") for d in removed if d.get("code"))),
+            "leakage": leakage, "mix": manifest["mix"],
+            # sorted: the engines count removed rows in different orders
+            "removed_reasons": dict(sorted(out.removed_reasons.items())),
+            "removed_codes": dict(sorted(out.removed_codes.items(), key=lambda kv: (-kv[1], str(kv[0])))),
             "openclaw": manifest.get("openclaw"), "validation": validation, "warnings": warnings,
             "blocking": blocking,
             "timings": {k: round(v, 3) for k, v in timings.items()}, "seconds": round(time.time() - t0, 2)}
@@ -895,18 +995,19 @@ def report(out_dir: Path, opts: Options, manifest: dict[str, Any], dd: Deduped, 
                                                                  "removed")})
 
 
-def prepare(opts: Options) -> cli.Result:
-    """read -> convert -> clean -> dedup -> split -> verify -> write -> report (see the module doc)."""
-    t0 = time.time()
-    out_dir = check_output_dir(opts)
-    tools = load_tools_file(opts.tools_file) if opts.tools_file else None
-    ctx = ReadContext(opts=opts, counts={}, stats={}, tools=tools)
+# ------------------------------------------------------------------------------ the two engines
+#
+# Same results (tests/test_prepare_streaming.py checks byte-identical outputs): ``run_on_disk``
+# (default) streams rows through read -> convert -> clean into spill.SpillEngine and keeps only
+# compact keys in memory; ``run_in_memory`` holds every row (the reference implementation).
+
+
+def run_in_memory(opts: Options, ctx: ReadContext, timings: dict[str, float], t0: float) -> tuple[ReadSummary, Outcome]:
     rows, inputs_info = read_inputs(opts, ctx)
     fmt_counts, warn_codes = convert_and_clean(rows, opts, ctx)
     is_oc = any(i["format"] == "openclaw" for i in inputs_info)
     converted = check_enough(rows, is_oc, opts, ctx.stats, ctx.warnings)
-    timings = {"read_convert": time.time() - t0}
-
+    timings["read_convert"] = time.time() - t0
     t1 = time.time()
     dd = dedup_rows(rows, converted, opts)
     timings["dedup"] = time.time() - t1
@@ -916,15 +1017,193 @@ def prepare(opts: Options) -> cli.Result:
     t1 = time.time()
     leakage = check_split_leakage(sp, dd, opts)
     timings["leakage_check"] = time.time() - t1
-
     t1 = time.time()
     mix = mix_report([(r.example, _tags(lookup(r.fields, r.example.metadata, opts.tag_field)) if opts.tag_field else [])
                       for r in dd.kept], opts.target_mix, opts.tag_field)
-    manifest = build_manifest(opts, inputs_info, rows, len(converted), fmt_counts, ctx.counts, warn_codes, dd, sp,
-                              leakage, mix, ctx.stats if is_oc else None)
     timings["mix_write"] = time.time() - t1
-    validation = write_outputs(out_dir, manifest, sp, dd.removed, opts, timings)
-    return report(out_dir, opts, manifest, dd, validation, run_warnings(sp, opts, mix, ctx.warnings), timings, t0)
+
+    def write(folder: Path) -> None:
+        for s, name in enumerate(("train.jsonl", "validation.jsonl", "test.jsonl")):
+            jsonl.write_jsonl(folder / name, (r.line_obj for r in sp.rows[s]), force=True)
+        jsonl.write_jsonl(folder / "removed.jsonl", dd.removed, force=True)
+
+    out = Outcome(removed_reasons=Counter(d["reason"] for d in dd.removed),
+                  removed_codes=Counter(d.get("code") for d in dd.removed if d.get("code")),
+                  near_pairs=dd.near_pairs, units=len(sp.units), group_missing=sp.group_missing, strata=sp.strata,
+                  sizes=[len(sp.rows[s]) for s in range(3)], leakage=leakage, mix=mix, write=write,
+                  input_rows=len(rows), converted=len(converted))
+    return ReadSummary(inputs_info, fmt_counts, warn_codes, is_oc, said=ctx.warnings,
+                       openclaw=ctx.stats if is_oc else None), out
+
+
+@dataclass
+class StreamTally:
+    """What :func:`check_counts` needs, counted as the rows stream by (the disk engine keeps no
+    rows): the same numbers ``check_enough`` takes from the row list of the in-memory engine."""
+
+    input_rows: int = 0
+    converted: int = 0
+    preference: int = 0                  # converted preference rows
+    first_error: Row | None = None       # the first row (input order) that is not converted
+    codes: dict[Any, list[int]] = field(default_factory=dict)       # error code -> [first row index, rows]
+    pref_bad: int = 0                    # preference rows whose preference line is invalid
+    pref_first_bad: Row | None = None
+    pref_codes: dict[Any, list[int]] = field(default_factory=dict)
+
+    def add(self, r: Row, pref_error: dict[str, Any] | None) -> None:
+        self.input_rows += 1
+        if r.example is None:
+            if r.error:
+                self.first_error = self.first_error or r
+                _tally(self.codes, r.index, r.error.get("code"))
+            return
+        self.converted += 1
+        if r.pref is not None:
+            self.preference += 1
+            if pref_error is not None:
+                self.pref_bad += 1
+                self.pref_first_bad = self.pref_first_bad or replace(r, error=pref_error, example=None)
+                _tally(self.pref_codes, r.index, pref_error.get("code"))
+
+    def preference_lines(self, ctx: ReadContext) -> None:
+        """As :func:`preference_lines`: the rows whose preference line is invalid are unconvertible."""
+        self.converted -= self.pref_bad
+        _bump(ctx.counts, "preference_lines_kept", self.preference - self.pref_bad)
+        for code, (first, k) in self.pref_codes.items():
+            have = self.codes.setdefault(code, [first, 0])
+            have[0], have[1] = min(have[0], first), have[1] + k
+        bad = self.pref_first_bad
+        if bad is not None and (self.first_error is None or bad.index < self.first_error.index):
+            self.first_error = bad
+
+    def unusable(self) -> dict[Any, int]:
+        """Rows per error code, codes in input order of their first row (as a Counter over the rows)."""
+        return {code: k for code, (_, k) in sorted(self.codes.items(), key=lambda kv: kv[1][0])}
+
+
+def _tally(codes: dict[Any, list[int]], index: int, code: Any) -> None:
+    have = codes.setdefault(code, [index, 0])
+    have[1] += 1
+
+
+def run_on_disk(opts: Options, ctx: ReadContext, timings: dict[str, float], t0: float,
+                out_dir: Path) -> tuple[ReadSummary, Outcome]:
+    """The same stages in bounded memory: each row is converted, cleaned and spilled as it is
+    read; dedup/split/verify work on compact keys; the write pass scans the spill (spill.py).
+    Decisions over all rows are taken after streaming from what was recorded per row: the
+    preference-line decision (``use_preference_lines``; each preference row is spilled with its
+    preference line, or the removed record it becomes, as its alternative line) and the target of
+    the data mix (``mix_summary`` from target-independent keys)."""
+    from .spill import SpillEngine
+
+    external = None
+    if opts.near_dup_removed:
+        from .datatrove_dedup import load_removed_list
+        external = load_removed_list(opts.near_dup_removed)
+    eng = SpillEngine(out_dir.parent if out_dir.parent.is_dir() else None, near_dup=opts.near_dup,
+                      threshold=opts.near_dup_threshold, keep_near_dups=opts.keep_near_dups,
+                      workers=opts.workers, progress=cli.progress, external_near=external is not None)
+    try:
+        rd = ReadSummary([], Counter(), Counter(), False, said=ctx.warnings)
+        tally = StreamTally()
+        for r in cli.progress(iter_inputs(opts, ctx, rd.inputs_info), desc="convert", unit="row"):
+            convert_and_clean_row(r, opts, ctx, rd.fmt_counts, rd.warn_codes)
+            line = error = None
+            if r.example is not None and r.pref is not None:
+                line, error = preference_line(r, opts)
+            tally.add(r, error)
+            _feed(eng, r, opts, external, alt_line=line,
+                  alt_removed=removed_record(replace(r, error=error, example=None)) if error else None)
+        rd.is_oc = any(i["format"] == "openclaw" for i in rd.inputs_info)
+        rd.openclaw = ctx.stats if rd.is_oc else None
+        if use_preference_lines(tally.converted, tally.preference, ctx):
+            eng.use_alt_lines()
+            tally.preference_lines(ctx)
+        check_counts(tally.input_rows, tally.converted, tally.first_error, tally.unusable(), rd.is_oc, opts,
+                     ctx.stats, rd.said)
+        timings["read_convert"] = time.time() - t0
+        out = _disk_stages(eng, opts, timings)
+        out.input_rows, out.converted = tally.input_rows, tally.converted
+        if external is not None:
+            out.removed_list = {"file": Path(opts.near_dup_removed).name, "entries": len(external),
+                                "removed_as_near_duplicate": out.removed_reasons.get("near_duplicate", 0)}
+    except BaseException:
+        eng.close()
+        raise
+    return rd, out
+
+
+def _disk_stages(eng, opts: Options, timings: dict[str, float]) -> Outcome:
+    t1 = time.time()
+    n = eng.dedup()
+    timings["dedup"] = time.time() - t1
+    t1 = time.time()
+    sp = eng.split(opts.split, opts.seed, group_by=bool(opts.group_by), stratify=bool(opts.stratify))
+    timings["split"] = time.time() - t1
+    t1 = time.time()
+    leakage = eng.leakage(group_by=bool(opts.group_by))
+    timings["leakage_check"] = time.time() - t1
+    t1 = time.time()
+    n_kept, by_key = eng.mix_counts()
+    mix = mix_summary(n_kept, by_key, opts.target_mix, opts.tag_field)
+    timings["mix_write"] = time.time() - t1
+
+    def write(folder: Path) -> None:
+        eng.write(folder)
+
+    return Outcome(removed_reasons=eng.removed_reasons, removed_codes=Counter(eng.removed_codes),
+                   near_pairs=n["near_pairs"], units=sp["units"], group_missing=sp["group_missing"],
+                   strata=sp["stratify"], sizes=sp["counts"], leakage=leakage, mix=mix, write=write,
+                   close=eng.close)
+
+
+def _feed(eng, r: Row, opts: Options, external: dict[tuple[str, int], Any] | None = None, *,
+          alt_line: dict[str, Any] | None = None, alt_removed: dict[str, Any] | None = None) -> None:
+    """Hand one finished row to the disk engine, with the keys its later stages need
+    (``external``: the --near-dup-removed list, ``(source, line) -> duplicate_of``; ``alt_line`` /
+    ``alt_removed``: a preference row's preference line, or the removed record it becomes, used
+    when every converted row is a preference row)."""
+    if r.example is None:
+        eng.add_removed(r.ref(), removed_record(r))
+        return
+    ex = r.example
+    group = stratum = None
+    if opts.group_by:
+        v = lookup(r.fields, ex.metadata, opts.group_by)
+        group = _hashable(v) if v is not None else None
+    if opts.stratify:
+        v = lookup(r.fields, ex.metadata, opts.stratify)
+        stratum = _hashable(v) if v is not None else "(none)"
+    tags = _tags(lookup(r.fields, ex.metadata, opts.tag_field)) if opts.tag_field else []
+    ext = None
+    if external is not None and (r.source, r.line) in external:
+        ext = {"duplicate_of": external[(r.source, r.line)], "detected_by": "near_dedup_cluster.py (datatrove)"}
+    eng.add_converted(r.ref(), r.line_obj, exact_key=exact_key(ex), near_text=near_text(ex), group=group,
+                      stratum=stratum, mix_key=mix_key(ex, tags), external=ext, alt_line=alt_line,
+                      alt_removed=alt_removed)
+
+
+def prepare(opts: Options) -> cli.Result:
+    """read -> convert -> clean -> dedup -> split -> verify -> write -> report (see the module doc)."""
+    t0 = time.time()
+    out_dir = check_output_dir(opts)
+    if opts.engine not in ("disk", "memory"):
+        raise UsageError(f"engine {opts.engine!r}: expected 'disk' or 'memory'")
+    if opts.near_dup_removed and (opts.keep_near_dups or opts.engine == "memory"):
+        raise UsageError("--near-dup-removed drops the listed rows; it cannot be combined with --keep-near-dups")
+    tools = load_tools_file(opts.tools_file) if opts.tools_file else None
+    ctx = ReadContext(opts=opts, counts={}, stats={}, tools=tools)
+    timings: dict[str, float] = {}
+    if opts.engine == "memory":
+        rd, out = run_in_memory(opts, ctx, timings, t0)
+    else:
+        rd, out = run_on_disk(opts, ctx, timings, t0, out_dir)
+    try:
+        manifest = build_manifest(opts, rd, ctx.counts, out)
+        validation = write_outputs(out_dir, manifest, out, opts, timings)
+    finally:
+        out.close()
+    return report(out_dir, opts, manifest, out, validation, run_warnings(out, opts, out.mix, rd.said), timings, t0)
 
 
 def load_tools_file(path: str) -> list[dict[str, Any]]:
