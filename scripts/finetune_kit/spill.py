@@ -56,6 +56,7 @@ from pathlib import Path
 from typing import Any, Callable, Hashable
 
 from . import dedup, jsonl
+from .errors import UsageError
 
 SPLIT_NAMES = ("train", "validation", "test")
 FILES = ("train.jsonl", "validation.jsonl", "test.jsonl")
@@ -155,7 +156,11 @@ class SpillEngine:
         import numpy as np
 
         self.np = np
-        self._own_dir = tempfile.mkdtemp(prefix=".prepare-spill-", dir=workdir)
+        try:
+            self._own_dir = tempfile.mkdtemp(prefix=".prepare-spill-", dir=workdir)
+        except OSError as exc:
+            raise UsageError(f"cannot create the scratch folder in {workdir or tempfile.gettempdir()}: "
+                             f"{exc.strerror or exc}; choose a writable --output-dir location") from None
         self.dir = Path(self._own_dir)
         self.near_dup, self.threshold, self.keep_near_dups = near_dup, threshold, keep_near_dups
         # external_near: near duplicates come from a removed list (near_dedup_cluster.py) instead of
