@@ -34,6 +34,7 @@ class RegexSpec:
     regex: str
     score: float
     flags: int = 0
+    validator: Optional[Callable[[str], Optional[float]]] = None  # overrides the recognizer's validator
 
 
 class RegexValueRecognizer(LocalRecognizer):
@@ -81,8 +82,9 @@ class RegexValueRecognizer(LocalRecognizer):
                 if not value:
                     continue
                 score = spec.score
-                if self._validator is not None:
-                    v = self._validator(value)
+                validator = spec.validator or self._validator
+                if validator is not None:
+                    v = validator(value)
                     if v is None:
                         continue
                     score = v if v > 0 else score
@@ -111,6 +113,18 @@ def _uregex():
 _PLACEHOLDER = re.compile(r"^(?:[*xX•.#_-]+|<[^>]*>|\$\{?[A-Za-z_][\w]*\}?|\{\{?[^}]*\}\}?|%\(?\w*\)?s?"
                           r"|(?:your|my|the|some)[-_]?\w*|password|passwd|pass|pwd|secret|changeme"
                           r"|redacted|example|dummy|placeholder|null|none|token|\.{3}|…)$", re.I)
+# a value that *describes* a secret instead of being one, in any language: "YOUR_API_KEY_HERE",
+# "<insert token>", "你的API密钥" (your API key), "khóa_của_bạn": real credentials are ASCII
+_PLACEHOLDER_WORDS = re.compile(r"(?i)your|_here\b|here$|placeholder|example|changeme|change_me|replace|insert"
+                                r"|dummy|sample|redacted|xxxx|\.\.\.|…|<|>")
+
+
+def is_placeholder_value(value: str) -> bool:
+    """True for values that stand for a secret (placeholders in any language, templates)."""
+    v = value.strip().strip("\"'`")
+    if not v or _PLACEHOLDER.match(v) or _PLACEHOLDER_WORDS.search(v):
+        return True
+    return any(ord(c) > 127 and c.isalpha() for c in v)  # non-ASCII letters: a description, not a key
 
 
 def _not_placeholder(value: str) -> Optional[float]:
@@ -180,7 +194,7 @@ _KNOWN_SECRET_PREFIX = re.compile(r"^(?:sk-|sk_|rk_|AKIA|ASIA|AIza|hf_|gh[pousr]
 def _generic_secret(value: str) -> Optional[float]:
     if _KNOWN_SECRET_PREFIX.match(value) or "@" in value or "://" in value:
         return None  # a specific recognizer (API_KEY, GITHUB_TOKEN, URL_CREDENTIALS...) reports it
-    if _PLACEHOLDER.match(value) or re.search(r"[()\[\]{}<>$]", value) or value.endswith(("=", ":")):
+    if is_placeholder_value(value) or re.search(r"[()\[\]{}<>$]", value) or value.endswith(("=", ":")):
         return None
     if re.match(r"^(?:os\.|env\.|process\.env|getenv|config\.|settings\.|self\.|args\.)", value):
         return None
@@ -188,6 +202,55 @@ def _generic_secret(value: str) -> Optional[float]:
         return None
     classes = sum(bool(re.search(p, value)) for p in (r"[a-z]", r"[A-Z]", r"\d", r"[^A-Za-z0-9]"))
     return 0.0 if classes >= 2 and len(set(value)) >= 5 else None
+
+
+_CODE_VALUE = re.compile(r"^(?:os\.|env\.|process\.env|getenv|config\.|settings\.|self\.|args\.|https?://|/|\.{0,2}/)")
+
+
+def _quoted_secret(value: str) -> Optional[float]:
+    """A string literal assigned to a secret-named key: a secret unless it is a placeholder or a reference."""
+    if _KNOWN_SECRET_PREFIX.match(value) or "@" in value or "://" in value:
+        return None
+    if is_placeholder_value(value) or _CODE_VALUE.match(value) or re.search(r"[(){}\[\]<>$%]", value):
+        return None
+    if len(set(value)) < 5:
+        return None
+    return 0.0
+
+
+# key names that hold a credential: the secret word ENDS the key (`DB_PASSWORD`, `secret_token`,
+# `authToken`, `webhookSecret`, `api_key`), so `max_tokens`, `tokenizer`, `token_type` are not keys
+SECRET_KEY_NAME = (r"(?:[A-Za-z0-9_.-]*?(?i:secret|token|passw(?:or)?d|pwd|passphrase|api[_-]?key|apikey|"
+                   r"private[_-]?key|access[_-]?key|credentials?))")
+_SECRET_KEY_FULL = re.compile(r"^" + SECRET_KEY_NAME + r"$")
+
+
+def is_secret_key(key: str) -> bool:
+    return bool(_SECRET_KEY_FULL.match(key))
+
+
+def secret_value_score(value: str) -> Optional[float]:
+    """Used for JSON values under a secret-named key (tool-call arguments, metadata)."""
+    return _quoted_secret(value) if len(value) >= 8 else None
+
+
+# ------------------------------------------------------------------ user names in home paths
+
+# C:\Users\<name>\..., /home/<name>/..., /Users/<name>/... (also with doubled/escaped backslashes);
+# the span is the account name only, so redaction keeps the path shape
+HOME_PATH = (r"(?:(?i:\b[A-Z]:(?:\\{1,2}|/)(?:Users|Documents and Settings))(?:\\{1,2}|/)"
+             r"|(?<![\w.~-])/(?:home|Users)/|(?<![\w.~-])/var/home/)"
+             r"(?P<v>[A-Za-z0-9._-]*[A-Za-z][A-Za-z0-9._-]*)(?=[\\/\s\"'`,;:)\]]|$)")
+_NOT_A_USER = {"public", "default", "default user", "all users", "shared", "guest", "user", "username", "users",
+               "name", "me", "you", "yourname", "your_name", "your-name", "runner", "root", "admin", "example",
+               "someone", "foo", "bar", "jdoe", "john", "jane", "ubuntu", "vagrant", "linuxbrew", "build"}
+
+
+def _home_user(value: str) -> Optional[float]:
+    v = value.strip(".")
+    if not v or v.lower() in _NOT_A_USER or is_placeholder_value(v) or v.startswith("$"):
+        return None
+    return 0.0
 
 
 # ------------------------------------------------------------------ names after explicit cues
@@ -214,9 +277,17 @@ PERSON_RELATION = (r"(?i:\b(?:my|his|her|our|their|your)\s+(?:kid|son|daughter|c
                    r"(?P<v>" + _NAME + r"(?:[ \t]+" + _NAME + r"){0,2})\b")
 # a line holding only 2-3 capitalised words at the very start of a text: a signature/contact-card header
 PERSON_HEADER = r"\A[ \t]*(?P<v>" + _NAME + r"(?:[ \t]+(?:" + _INITIAL + "|" + _NAME + r")){1,2})[ \t]*\r?\n"
-PERSON_CUE = (r"(?:(?i:\bmy name is|\bname\s*:|\bdear|\bhi|\bhello|\bhey|\bmr\.?|\bmrs\.?|\bms\.?|\bmiss|\bdr\.?"
-              r"|\bprof\.?|\bsincerely,?|\bregards,?|\bcheers,?|\bsigned,?|\bcontact person\s*:)[ \t]*\n?[ \t]*)"
+# every cue is a whole word (`\bhi\b`: "HIV" and "MSFT" are not "Hi V" and "Ms FT"); greetings and
+# sign-offs may be followed by a comma and a line break (`Best regards,\nAnna Kowalski`)
+_CUE_WORDS = (r"my name is|my name's|name\s*:|full name\s*:|dear|hi|hello|hey|good (?:morning|afternoon|evening)"
+              r"|thanks|thank you|mr|mrs|ms|miss|mx|dr|prof|sincerely|regards|best regards|kind regards"
+              r"|warm regards|best wishes|cheers|signed|contact person\s*:|customer\s*:|recipient\s*:|attn\s*:?"
+              r"|speaking with|ask for")
+PERSON_CUE = (r"(?:(?i:\b(?:" + _CUE_WORDS + r")(?![\w'’]))\.?[ \t]*,?[ \t]*(?:\r?\n[ \t]*)?)"
               + _TITLE + r"(?P<v>" + _NAME + r"(?:[ \t]+(?:" + _INITIAL + "|" + _NAME + r")){0,3})\b")
+# a sign-off line: "Best,\nAnna" / "-- \nAnna Kowalski" (the name alone on the next line)
+PERSON_SIGNOFF = (r"(?:(?i:\b(?:best|thanks|thank you|regards|cheers|yours(?: truly| sincerely)?|take care)),?|--)[ \t]*\r?\n"
+                  r"[ \t]*(?P<v>" + _NAME + r"(?:[ \t]+(?:" + _INITIAL + "|" + _NAME + r")){0,2})[ \t]*(?:\r?\n|$)")
 
 
 # ------------------------------------------------------------------ phone numbers in context
@@ -369,15 +440,27 @@ def _catalogue() -> list[ExtraRecognizer]:
                 validator=lambda v: _not_placeholder(v.split(":", 1)[1]), quick=("://",))),
         ExtraRecognizer(
             "SECRET", "SecretAssignmentRecognizer",
-            "a value assigned to a secret-named key (`password=`, `api_key:`, `client_secret`, "
-            "`\"token\": \"...\"`), 6+ characters mixing character classes; identifiers, env lookups and "
-            "placeholders are ignored. Lower precision than the specific recognizers", "0.5",
+            "a value assigned to a key whose name ends in secret/token/password/pwd/passphrase/api_key/"
+            "private_key/access_key/credentials (`DB_PASSWORD=`, `secret_token = \"...\"`, `\"authToken\": \"...\"`, "
+            "`api_key:` in YAML/env/code/JSON): a quoted value of 8+ characters, or an unquoted one of 6+ mixing "
+            "character classes; identifiers, env lookups and placeholders in any language (`YOUR_API_KEY`, "
+            "`<token>`, `你的API密钥`) are ignored. Lower precision than the specific recognizers", "0.5 (quoted 0.6)",
             lambda lang: RegexValueRecognizer("SECRET", [
+                RegexSpec("quoted_assignment",
+                          r"(?<![\w.-])" + SECRET_KEY_NAME + r"[\"']?[ \t]*(?:=|:=|=>|:)[ \t]*(?P<q>[\"'])"
+                          r"(?P<v>[^\s\"']{8,200})(?P=q)", 0.6, validator=_quoted_secret),
                 RegexSpec("assignment",
-                          r"(?i:(?<![A-Za-z])(?:password|passwd|pwd|passphrase|secret|client_secret|api[_-]?key|apikey|"
-                          r"access[_-]?token|auth[_-]?token|private[_-]?key|secret[_-]?key))[\"']?\s*(?:=|:|:=|=>)\s*"
-                          r"[\"']?(?P<v>[^\s\"',;]{6,200})", 0.5)],
+                          r"(?<![\w.-])" + SECRET_KEY_NAME + r"[\"']?[ \t]*(?:=|:=|=>|:)[ \t]*"
+                          r"(?P<v>[^\s\"',;]{6,200})", 0.5)],
                 name="SecretAssignmentRecognizer", supported_language=lang, validator=_generic_secret)),
+        ExtraRecognizer(
+            "USERNAME", "HomePathUserRecognizer",
+            "the account name in a home-directory path (`C:\\Users\\<name>\\`, `/home/<name>/`, `/Users/<name>/`); "
+            "only the name is the span, so redaction keeps the path shape; generic accounts (Public, "
+            "runner, root, ubuntu...) and placeholders are ignored", "0.8",
+            lambda lang: RegexValueRecognizer("USERNAME", [RegexSpec("home_path", HOME_PATH, 0.8)],
+                                              name="HomePathUserRecognizer", supported_language=lang,
+                                              validator=_home_user, quick=("Users", "home/", "USERS", "users"))),
         ExtraRecognizer(
             "PERSON", "PersonCueRecognizer",
             "capitalised name after an explicit cue (`My name is`, `Name:`, `Dear`, `Hi`, `Mr./Ms./Dr.`, "
@@ -385,6 +468,7 @@ def _catalogue() -> list[ExtraRecognizer]:
             "(signature/contact-card header): catches names spaCy misses and gives pattern-only mode some "
             "name coverage", "0.6 (header line 0.45)",
             lambda lang: RegexValueRecognizer("PERSON", [RegexSpec("name_after_cue", PERSON_CUE, 0.6),
+                                                         RegexSpec("name_after_signoff", PERSON_SIGNOFF, 0.6),
                                                          RegexSpec("name_after_relation", PERSON_RELATION, 0.6),
                                                          RegexSpec("name_header_line", PERSON_HEADER, 0.45)],
                                               name="PersonCueRecognizer", supported_language=lang,
