@@ -152,7 +152,7 @@ def handle(args) -> cli.Result:
     doc = pii.scan_files(args.file, pii.Scanner(engine, batch_size=args.batch_size), opts)
     if engine.choice.mode != "patterns" or engine.ner:
         for ln in pii.language_lines(doc["languages"])[1:]:
-            print("WARNING:" + ln.lstrip(), file=sys.stderr)
+            print("WARNING: " + ln.lstrip(), file=sys.stderr)
     summary = {"total_findings": doc["total_findings"],
                "by_entity": {e: v["count"] for e, v in doc["summary"].items()},
                "nlp": doc["nlp"]["mode"], "failed": doc["failed"],

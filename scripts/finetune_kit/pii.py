@@ -470,7 +470,7 @@ def resolve_record(rec: Record, detected: dict[int, list[Hit]], index: ValueInde
     aliases = name_aliases(full)
     out = []
     for u, hits in zip(rec.units, per_unit):
-        spans = [_canonical(h, u.text, index) for h in hits]
+        spans = [_canonical(h, u.text, index, aliases) for h in hits]
         taken = [(h.start, h.end) for h in spans]
 
         def free(s: int, e: int) -> bool:
@@ -489,8 +489,12 @@ def resolve_record(rec: Record, detected: dict[int, list[Hit]], index: ValueInde
     return out
 
 
-def _canonical(h: Hit, text: str, index: ValueIndex) -> Hit:
-    k = index.resolve(text[h.start:h.end]) if len(index) else None
+def _canonical(h: Hit, text: str, index: ValueIndex, aliases: dict[str, str]) -> Hit:
+    value = text[h.start:h.end]
+    if h.entity_type == "PERSON" and value in aliases:  # "Anna" next to "Anna Kowalski": one person
+        k = index.resolve(aliases[value])
+        return Hit(h.start, h.end, "PERSON", h.score, h.source, k.canonical if k else aliases[value])
+    k = index.resolve(value) if len(index) else None
     if k is None or (k.entity == h.entity_type and k.canonical == text[h.start:h.end]):
         return h
     return Hit(h.start, h.end, k.entity, h.score, h.source, k.canonical)

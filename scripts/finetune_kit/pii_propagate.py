@@ -27,6 +27,7 @@ PLACEHOLDER = re.compile(r"<[A-Z][A-Z0-9_]*?(?:_\d+|:[0-9a-f]{12})?>")
 NAME_TYPES = {"PERSON", "LOCATION", "NRP", "ORGANIZATION"}
 _ID_SHAPED = re.compile(r"^(?=.*\d)[\w.-]+$|^[\w-]*_[\w-]*$|^[a-z]+[A-Z]\w*$|^[A-Z0-9]{2,}(?:[-_.][A-Z0-9]+)+$")
 _TITLES = {"mr", "mrs", "ms", "miss", "mx", "dr", "prof", "sir", "madam", "dear", "hi", "hello"}
+_POSSESSIVE = re.compile(r"(?:['’]s?|[.,;:!?])$")
 MIN_PROPAGATE = 3          # shorter values are not searched elsewhere (too many accidental matches)
 
 
@@ -127,10 +128,112 @@ def refine(text: str, hits: Sequence, lists: UserLists | None = None) -> list:
         if keys and any(s <= h.start and h.end <= e for s, e in keys):
             continue
         value = text[h.start:h.end]
-        if h.entity_type in NAME_TYPES and is_id_shaped(value, h.entity_type):
-            continue
+        if h.entity_type in NAME_TYPES:
+            m = _POSSESSIVE.search(value)
+            if m:  # "Anna Kowalski's" -> "Anna Kowalski" (one value, one pseudonym; the 's stays)
+                h = type(h)(h.start, h.start + m.start(), h.entity_type, h.score, h.source, h.canonical)
+                value = text[h.start:h.end]
+            if not value or is_id_shaped(value, h.entity_type):
+                continue
+            h = _trim_name(text, h)
+            if h is None:
+                continue
+            value = text[h.start:h.end]
         if lists is not None and lists.allowed(value):
             continue
+        out.append(h)
+    return _resolve_overlaps(text, out)
+
+
+_CONTAINERS = {  # a finding inside one of these is part of it, not a finding of its own
+    "PHONE_NUMBER": {"IP_ADDRESS", "CREDIT_CARD", "IBAN_CODE", "US_SSN", "STREET_ADDRESS", "EMAIL_ADDRESS", "URL"},
+    "PERSON": {"STREET_ADDRESS", "EMAIL_ADDRESS", "URL", "LOCATION"},
+    "LOCATION": {"STREET_ADDRESS", "EMAIL_ADDRESS", "URL"},
+    "URL": {"EMAIL_ADDRESS"},
+}
+
+
+_ID_BEFORE = re.compile(r"(?:[#A-Za-z]-?|(?i:order|ticket|invoice|ref|no\.?|nr\.?)[ \t]?#?)$")
+
+
+def _is_country(value: str) -> bool:
+    from .pii_recognizers import COUNTRIES
+
+    global _COUNTRY_SET
+    if _COUNTRY_SET is None:
+        _COUNTRY_SET = {c.casefold() for c in COUNTRIES}
+    return value.strip().casefold() in _COUNTRY_SET
+
+
+_COUNTRY_SET = None
+
+
+def _loses(h, rival, value: str) -> bool:
+    """PERSON vs LOCATION on the same span: a country is a place; otherwise explicit context (a cue
+    recognizer, scored below spaCy's fixed 0.85) beats the small NER model's label."""
+    if _is_country(value):
+        return h.entity_type == "PERSON"
+    h_ner, r_ner = h.score == NER_SCORE, rival.score == NER_SCORE
+    if h_ner != r_ner:
+        return h_ner
+    return h.entity_type == "LOCATION"
+
+
+NER_SCORE = 0.85  # presidio's SpacyRecognizer score
+
+
+def _trim_name(text: str, h):
+    """Cut id-shaped tokens and dashes off the ends of a NER name/place ("TCK-52648 - Carina" -> "Carina",
+    "Order ORD-566726" -> nothing)."""
+    value = text[h.start:h.end]
+    toks = [(m.start(), m.end()) for m in re.finditer(r"\S+", value)]
+    while toks and (is_id_shaped(value[toks[0][0]:toks[0][1]]) or not any(c.isalpha() for c in value[toks[0][0]:toks[0][1]])):
+        toks.pop(0)
+    while toks and (is_id_shaped(value[toks[-1][0]:toks[-1][1]]) or not any(c.isalpha() for c in value[toks[-1][0]:toks[-1][1]])):
+        toks.pop()
+    if not toks:
+        return None
+    if len(toks) == 1 and value[toks[0][0]:toks[0][1]].casefold() in _NOT_NAMES:
+        return None
+    s, e = h.start + toks[0][0], h.start + toks[-1][1]
+    return h if (s, e) == (h.start, h.end) else type(h)(s, e, h.entity_type, h.score, h.source, h.canonical)
+
+
+_NOT_NAMES = {"order", "card", "studio", "ticket", "invoice", "agent", "customer", "sku", "item", "flat", "suite", "apt",
+              "level", "unit", "hey", "hi", "hello", "thanks", "dear"}
+
+
+def _resolve_overlaps(text: str, hits: list) -> list:
+    """Street addresses grown over their address block; findings contained in a larger finding of a
+    type that explains them dropped (a phone-shaped run inside an IP, a street name tagged PERSON)."""
+    if not hits:
+        return hits
+    if any(h.entity_type == "STREET_ADDRESS" for h in hits):
+        from .pii_recognizers import extend_address
+
+        grown = []
+        for h in hits:
+            if h.entity_type == "STREET_ADDRESS":
+                s, e = extend_address(text, h.start, h.end)
+                if e != h.end:
+                    h = type(h)(s, e, h.entity_type, h.score, h.source, h.canonical)
+            grown.append(h)
+        hits = grown
+    if len(hits) == 1:
+        return hits
+    out = []
+    for h in hits:
+        boxes = _CONTAINERS.get(h.entity_type)
+        if boxes and any(o is not h and o.entity_type in boxes and o.start <= h.start and h.end <= o.end
+                         and ((o.end - o.start) > (h.end - h.start) or h.entity_type == "PHONE_NUMBER")
+                         for o in hits):
+            continue
+        other = {"PERSON": "LOCATION", "LOCATION": "PERSON"}.get(h.entity_type)
+        rival = [o for o in hits if other and o.entity_type == other and o.start == h.start and o.end == h.end]
+        if rival and _loses(h, rival[0], text[h.start:h.end]):
+            continue
+        if h.entity_type == "PHONE_NUMBER" and _ID_BEFORE.search(text, max(0, h.start - 12), h.start):
+            continue  # the digits of an id: #363329, ORD-353685
         out.append(h)
     return out
 

@@ -258,7 +258,11 @@ def _home_user(value: str) -> Optional[float]:
 _NAME_STOP = {"team", "all", "everyone", "everybody", "there", "folks", "guys", "sir", "madam", "customer", "user",
               "support", "admin", "friend", "friends", "world", "again", "assistant", "bot", "sorry", "please",
               "thanks", "thank", "you", "the", "a", "an", "colleagues", "both", "again", "back", "hiring",
-              "manager", "client", "sender", "recipient", "name", "unknown", "n/a", "none", "null", "redacted"}
+              "manager", "client", "sender", "recipient", "name", "unknown", "n/a", "none", "null", "redacted",
+              "i", "i'm", "i’m", "im", "i'll", "i've", "i'd", "we", "we're", "it", "it's", "this", "that", "here",
+              "good", "great", "ok", "okay", "yes", "no", "hey", "hi", "hello", "dear", "sure", "not", "sorry",
+              "happy", "glad", "afraid", "available", "here", "just", "also", "still", "going", "looking", "on",
+              "in", "at", "from", "with", "monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"}
 
 
 def _person_name(value: str) -> Optional[float]:
@@ -279,15 +283,52 @@ PERSON_RELATION = (r"(?i:\b(?:my|his|her|our|their|your)\s+(?:kid|son|daughter|c
 PERSON_HEADER = r"\A[ \t]*(?P<v>" + _NAME + r"(?:[ \t]+(?:" + _INITIAL + "|" + _NAME + r")){1,2})[ \t]*\r?\n"
 # every cue is a whole word (`\bhi\b`: "HIV" and "MSFT" are not "Hi V" and "Ms FT"); greetings and
 # sign-offs may be followed by a comma and a line break (`Best regards,\nAnna Kowalski`)
-_CUE_WORDS = (r"my name is|my name's|name\s*:|full name\s*:|dear|hi|hello|hey|good (?:morning|afternoon|evening)"
+_CUE_WORDS = (r"(?:my |her |his |their |maiden |last |first |full |family )?name is|my name's|name\s*:|full name\s*:"
+              r"|calls? me|known as|dear|hi|hello|hey|good (?:morning|afternoon|evening)"
               r"|thanks|thank you|mr|mrs|ms|miss|mx|dr|prof|sincerely|regards|best regards|kind regards"
               r"|warm regards|best wishes|cheers|signed|contact person\s*:|customer\s*:|recipient\s*:|attn\s*:?"
-              r"|speaking with|ask for")
+              r"|speaking with|ask for|sure|agent|account holder|holder|courier|i'm|i am|signed for by|ship to\s*:"
+              r"|deliver to\s*:|attention\s*:?")
 PERSON_CUE = (r"(?:(?i:\b(?:" + _CUE_WORDS + r")(?![\w'’]))\.?[ \t]*,?[ \t]*(?:\r?\n[ \t]*)?)"
               + _TITLE + r"(?P<v>" + _NAME + r"(?:[ \t]+(?:" + _INITIAL + "|" + _NAME + r")){0,3})\b")
+# names after cues in Chinese (我叫 / 我是 / 姓名: + 2-4 Han characters; 王先生 / 李女士) and
+# Vietnamese (tôi là / tên tôi là / anh / chị / ông / bà + capitalised words), for texts without a NER pipeline
+PERSON_CUE_ZH = (r"(?:我叫|我的名字是|名字是|姓名[:：]?|联系人[:：]?|收件人[:：]?)[ \t]*(?P<v>\p{Han}{2,4}?)(?=[，,。.!！\s]|$|先生|女士|小姐)"
+                 r"|(?<![\p{Han}])(?![的是了在和与给请问对您你我他她])(?P<v>\p{Han}{1,3})(?:先生|女士|小姐)")
+PERSON_CUE_VI = (r"(?:(?i:\b(?:tôi là|tên tôi là|tôi tên là|tên là|tên|họ tên|người nhận|anh|chị|ông|bà|cô|chú)):?[ \t]+)"
+                 r"(?P<v>\p{Lu}\p{Ll}*(?:[ \t]+\p{Lu}\p{Ll}*){0,3})\b")
+# "Valery Weekers lives at ...": a full name (2-3 words) at the start of a sentence before a verb of residence
+PERSON_BEFORE_VERB = (r"(?:^|(?<=[.!?:\n]\s))(?P<v>" + _NAME + r"(?:[ \t]+(?:" + _INITIAL + "|" + _NAME + r")){1,2})"
+                      r"[ \t]+(?:lives|lived|is from|was born|moved|works|worked)\b")
+# places after a verb of residence/travel or a place noun: "I work in Teruel", "from Wittstock to Monschau"
+_PLACE_WORDS = (r"\p{Lu}[\p{L}'’.-]*(?:[ \t]+(?:(?:am|an|im|de|del|di|da|do|dos|das|du|des|la|le|sur|upon|on|van|von|der|den)"
+                r"[ \t]+)?\p{Lu}[\p{L}'’.-]*){0,3}")
+LOCATION_CUE = (r"(?i:\b(?:live[sd]?|living|based|located|work(?:s|ing)?|stay(?:s|ing)?|born|moved|moving|travel(?:l?ing)?"
+                r"|fly(?:ing)?|driving|going|com(?:e|ing)|visit(?:ing)?|point|warehouse|office|store|branch|shop|hotel"
+                r"|airport|station|depot|hub|city|town|village)[ \t]+(?:in|from|to|near|at)(?:[ \t]+the)?)[ \t]+"
+                r"(?P<v>" + _PLACE_WORDS + ")")
+LOCATION_FROM = r"\bfrom[ \t]+(?P<v>" + _PLACE_WORDS + r")[ \t]+to[ \t]+\p{Lu}"
+LOCATION_TO = r"\bfrom[ \t]+" + _PLACE_WORDS + r"[ \t]+to[ \t]+(?P<v>" + _PLACE_WORDS + ")"
+# a name addressed at the end of a greeting/thanks sentence: "Thanks for your patience, Christine!"
+PERSON_VOCATIVE = (r"(?i:\b(?:thanks|thank you|hi|hello|hey|sorry|welcome|congrats|congratulations|good news|no problem"
+                   r"|of course|sure|great|perfect|done|noted|got it|good (?:morning|afternoon|evening)))[^.!?\n]{0,60},[ \t]*"
+                   r"(?P<v>" + _NAME + r"(?:[ \t]+" + _NAME + r")?)[ \t]*[!.?]")
 # a sign-off line: "Best,\nAnna" / "-- \nAnna Kowalski" (the name alone on the next line)
 PERSON_SIGNOFF = (r"(?:(?i:\b(?:best|thanks|thank you|regards|cheers|yours(?: truly| sincerely)?|take care)),?|--)[ \t]*\r?\n"
                   r"[ \t]*(?P<v>" + _NAME + r"(?:[ \t]+(?:" + _INITIAL + "|" + _NAME + r")){0,2})[ \t]*(?:\r?\n|$)")
+
+
+_NOT_PLACE = {"the", "a", "an", "my", "our", "your", "this", "that", "sales", "support", "marketing", "it", "hr",
+              "finance", "january", "february", "march", "april", "may", "june", "july", "august", "september",
+              "october", "november", "december", "monday", "tuesday", "wednesday", "thursday", "friday",
+              "saturday", "sunday", "english", "person", "time", "order", "stock", "touch", "charge", "line"}
+
+
+def _place_name(value: str) -> Optional[float]:
+    w = value.split()
+    if not w or w[0].lower() in _NOT_PLACE or w[0].lower() in _NAME_STOP:
+        return None
+    return 0.0
 
 
 # ------------------------------------------------------------------ phone numbers in context
@@ -295,7 +336,8 @@ PERSON_SIGNOFF = (r"(?:(?i:\b(?:best|thanks|thank you|regards|cheers|yours(?: tr
 PHONE_SHAPE = (r"(?<![\w+])(?P<v>(?:\+\d{1,3}[ \t.-]?)?(?:\(\d{1,5}\)[ \t.-]?)?(?:\d{1,8}(?:[ \t.-]\d{1,8}){1,5}|\d{6,15})"
                r"(?:[ \t]?(?:x|ext\.?)[ \t]?\d{1,5})?)(?![\w])")
 PHONE_CONTEXT = (r"\b(?:phone|tel|telephone|mobile|cell|cellphone|fax|call|reach|whatsapp|sms|text|desk|office|contact"
-                 r"|dial|ring|messages?|answering|registered)\b")
+                 r"|dial|ring|messages?|answering|registered|zalo|sđt|sdt|số điện thoại|điện thoại|di động|gọi)\b"
+                 r"|电话|手机|联系|致电|号码|拨打")  # + Vietnamese and Chinese phone words (no \b between CJK)
 PHONE_CONTEXT_MIN_DIGITS = 6
 
 
@@ -327,18 +369,41 @@ _US_TAIL = (r"(?:,\s*[A-Z][A-Za-z.'-]+(?:\s[A-Z][A-Za-z.'-]+){0,3},?\s+"
 _UK_POSTCODE = r"(?:[A-Z]{1,2}\d[A-Z\d]?\s*\d[A-Z]{2})"
 _UK_TAIL = r"(?:,?\s+(?:[A-Z][A-Za-z'-]+(?:\s[A-Z][A-Za-z'-]+){0,2},?\s+)?" + _UK_POSTCODE + r")"
 _EU_PREFIX = (r"(?:Via|Viale|Piazza|Corso|Largo|Rue|Avenue|Boulevard|Chemin|Calle|Avenida|Carrer|Paseo"
-              r"|Plaza|Rua|Travessa|Praça|Ulica|ul\.|Straße|Strasse)")
-_EU_STREETWORD = (r"[A-ZÀ-Ý][a-zà-ÿäöüßøåæ]+(?:straße|strasse|str\.|weg|gasse|platz|allee|ring|damm|ufer|steig|gade|vej"
-                  r"|vägen|gatan|gata|laan|straat|plein|gracht|kade|veien|vegen|vei|tie|katu|kuja|tee)")
+              r"|Plaza|Rua|Travessa|Praça|Ulica|ul\.|Straße|Strasse|C/|Ctra\.|Av\.|Avda\.|Pl\.|R\.|Rr\.|Odos|Odós"
+              r"|Aleja|al\.|Stradă|Strada|Str\.|Bd\.|Bulevardul|Cesta|Trg|Ulitsa|ul\.|Đường|Phố)")
+_EU_STREETWORD = (r"[A-ZÀ-ÝØÅÆ][\w'’-]*(?i:straße|strasse|str\.|weg|gasse|platz|allee|ring|damm|ufer|steig|gade|vej"
+                  r"|vägen|gatan|gata|laan|straat|plein|gracht|kade|veien|vegen|vei|veg|tie|katu|kuja|tee|väg|stræde"
+                  r"|zeile|markt|utca|út|tér|sor|ulica|cesta|gränd|steeg|boulevard|singel|dreef|dijk|pad|hof)")
+_HOUSE_NO = r"\d{1,5}(?:[-/]\d{1,4})?[a-zA-Z]?"
+# `Viale Gianfranco, 1`, `C. de Leonor Benavente 4`, `82, rue Bernier`, `Quadra Aragão, 63`
+_ROMANCE_PREFIX = (r"(?:(?i:via|viale|piazza|piazzale|corso|largo|vicolo|incrocio|contrada|borgo|canale|strada|rotonda|calle"
+                   r"|avenida|avda\.|av\.|carrer|paseo|pasaje|plaza|ronda|rambla|camino|travesía|glorieta|cuesta|c\.|c/|ctra\."
+                   r"|rua|travessa|praça|quadra|núcleo|setor|jardim|distrito|alameda|estrada|rodovia|vila|conjunto|lote|ladeira"
+                   r"|rue|avenue|boulevard|chemin|place|allée|impasse|quai|cours|route|ul\.|al\.|pl\.|plac|aleja|ulica|osiedle))")
+_ROMANCE_STREET = (r"(?<![\w-])(?:" + _ROMANCE_PREFIX + r"(?:[ \t]+(?:d[aeiou]s?|de[ls]?|la|le|les|du|della|di|del|y|[\w'’.-]+)){1,5},?"
+                   r"[ \t]+" + _HOUSE_NO + r"|\d{1,5}[a-z]?,?[ \t]+" + _ROMANCE_PREFIX
+                   + r"(?:[ \t]+(?:d[aeiou]s?|de[ls]?|la|le|les|du|[\w'’.-]+)){1,4})(?![\w])")
 
 ADDRESS_SPECS = [
     RegexSpec("us_uk_street",
-              r"\b\d{1,6}(?:-\d{1,4})?[A-Za-z]?,?\s+(?:" + _NAME_WORD + r"\s+){1,4}" + _STREET_SUFFIX
+              r"\b(?:\d{1,6}[ \t]+)?\d{1,6}(?:-\d{1,4})?[A-Za-z]?,?\s+(?:" + _NAME_WORD + r"\s+){1,4}" + _STREET_SUFFIX
               + r"\b\.?" + _UNIT + r"?(?:" + _US_TAIL + "|" + _UK_TAIL + r")?", 0.5),
     RegexSpec("eu_street_number",
               r"\b" + _EU_PREFIX + r"\s+(?:(?:de|del|della|di|da|do|dos|das|la|le|les|du|des)\s+|[A-ZÀ-Ý0-9][\w'’.-]*\s+){1,4}\d{1,5}[a-zA-Z]?\b", 0.5),
-    RegexSpec("eu_streetword_number", r"\b" + _EU_STREETWORD + r"\s+\d{1,5}[a-zA-Z]?\b", 0.5),
+    RegexSpec("eu_prefix_block",  # `625 50 Rue Camille des Moulins` on its own line of an address block
+              r"(?<![\w.,-])\d{1,6}[ \t]+(?:\d{1,5}[ \t]+)?" + _EU_PREFIX + r"(?:[ \t]+[\w'’.-]+){1,4}"
+              r"(?=[ \t]*(?:\r?\n|\}\}|\?\?\?|[ \t]{2}))", 0.5),
+    RegexSpec("eu_streetword_number", r"(?<![\w-])" + _EU_STREETWORD + r"\s+" + _HOUSE_NO + r"\b", 0.5),
+    RegexSpec("romance_street", _ROMANCE_STREET, 0.5),
+    RegexSpec("eu_word_street_number",  # `Bécsi utca 76`, `Martin Linges veg 149`, `Slude Strand 83`
+              r"(?<![\w-])(?:\d{1,6}[ \t]+)?(?:[A-ZÀ-ÝØÅÆ][\w'’.-]*[ \t]+){1,3}(?:utca|út|tér|veg|vei|vej|gade|gata|tie|katu"
+              r"|strand|Strand|gasse|straat|weg|sor)\.?[ \t]+\d{1,5}[a-zA-Z]?\b", 0.5),
     RegexSpec("po_box", r"\bP\.?\s?O\.?\s+Box\s+\d{1,6}\b", 0.5, re.I),
+    # number + 1-4 words + number (`66131 Rua Firenza 442`, `74952 Pikk 20`): only inside an address block
+    RegexSpec("number_words_number",
+              r"(?<![\w.,-])\d{1,6}[ \t]+(?:[^\W\d_][\w'’./-]*[ \t]+){1,4}\d{1,5}[a-zA-Z]?\.?"
+              r"(?=[ \t]*(?:\r?\n|,|\}\}|\?\?\?|[ \t]{2})[ \t\r\n]*(?:\}\}|\?\?\?)?[ \t]*(?:Apt|Suite|Unit|Flat|\p{Lu}))",
+              0.45),
     RegexSpec("us_military",
               r"(?:\b(?:Unit|PSC|CMR)\s+\d{3,5},?\s+Box\s+\d{2,5}\s*|\bUS(?:NS|NV|S|CGC)\s+[^\W\d_][\w'-]*\s*)?"
               r"\b[ADF]PO\s+A[AEP]\s+\d{5}\b", 0.6),
@@ -346,7 +411,62 @@ ADDRESS_SPECS = [
               r"\b\d{1,6}\s+(?:[^\W\d_][\w'’.-]*\s+){1,4}\d{0,4}\s*,?\s*(?:Apt\.?|Apartment|Suite|Unit)\s+\d{1,5}\b", 0.5),
 ]
 ADDRESS_CONTEXT = (r"\b(?:address|addr|live[sd]?|living|resid\w*|located|ship(?:ping|ped)?|deliver\w*"
-                   r"|mail(?:ing)?|send|sent|billing|home|office|visit|move[sd]?|street)\b")
+                   r"|mail(?:ing)?|send|sent|billing|home|office|visit|move[sd]?|street|meet me at|enter on"
+                   r"|to be sent to|courier|parcel|package)\b|địa chỉ|地址|收货")
+
+
+# ------------------------------------------------------------------ countries and address blocks
+
+def _load_countries() -> list[str]:
+    from pathlib import Path
+
+    p = Path(__file__).resolve().parent / "data" / "countries.txt"
+    out = []
+    for ln in p.read_text(encoding="utf-8").splitlines():
+        ln = ln.strip()
+        if ln and not ln.startswith("#"):
+            out.append(ln)
+    return out
+
+
+COUNTRIES = _load_countries()
+_COUNTRY_RX = "|".join(re.escape(c) for c in sorted(COUNTRIES, key=len, reverse=True))
+_SEP = r"(?:[ \t]*(?:\r?\n|,|;|\}\}|\?\?\?|[ \t]{2,})[ \t]*(?:\}\}|\?\?\?)?[ \t]*)+"
+_PLACE = (r"(?:\p{Lu}[\p{L}'’.-]*|d[aeiou]s?|de[ls]?|la|le|les|u|am|an|im|sur|di|del|y|i|on|upon)(?:[ \t]+(?:\p{Lu}[\p{L}'’.-]*"
+          r"|d[aeiou]s?|de[ls]?|la|le|les|u|am|an|im|sur|di|del|y|i|on|upon|\d{1,2})){0,4}")
+_REGION = r"(?:[ \t]*\([A-Z]{2}\)|[ \t]*/[ \t]*[A-Z]{2}|[ \t]*,?[ \t]+[A-Z]{2,3}\b)?"
+_POST = r"(?:[A-Z]{1,3}[- ]?)?\d{2,6}(?:[- ]\d{3,4})?(?:[ \t]?[A-Z]{2}\b)?"
+_PART = (r"(?:(?:Apt|Apartment|Appartamento|Suite|Ste|Unit|Flat|Fl|Floor|Piano|Puerta|Room|Rm|Bldg|Box|Level|#)\.?[ \t]*#?[ \t]?[A-Za-z0-9-]{1,6}"
+         r"|(?:" + _COUNTRY_RX + r")(?:[ \t]+\d{3,6})?"
+         r"|" + _UK_POSTCODE +
+         r"|" + _POST + r"(?:[ \t]+" + _PLACE + _REGION + r")?"
+         r"|" + _PLACE + _REGION + r"(?:[ \t]*,?[ \t]+" + _POST + r"|-\d{3,6})?"
+         r")(?=[ \t]*(?:\r?\n|,|;|\}\}|\?\?\?|[ \t]{2,}|[.?!]|$|[ \t]+(?:for|and|to|is|in|on|at|with|please|\()\b))")
+_BLOCK_TAIL = None
+
+
+def extend_address(text: str, start: int, end: int, max_parts: int = 6) -> tuple[int, int]:
+    """Grow an address span over the block that follows it: unit, town, region, postcode, country
+    (`12 Main St\n Apt. 4\n Springfield, IL 62704\n USA`), each part separated by a line break, a
+    comma or a wide gap. A part that is not address-shaped ends the block."""
+    global _BLOCK_TAIL
+    if _BLOCK_TAIL is None:
+        _BLOCK_TAIL = _uregex().compile(_SEP + "(?P<part>" + _PART + ")")
+    for _ in range(max_parts):
+        m = _BLOCK_TAIL.match(text, end)
+        if not m:
+            break
+        part = m.group("part")
+        if part.split()[0].lower() in _NOT_PLACE_START:
+            break
+        end = m.end("part")
+    return start, end
+
+
+_NOT_PLACE_START = {"i", "we", "you", "he", "she", "they", "it", "the", "a", "an", "and", "or", "but", "thanks", "thank",
+                    "please", "can", "could", "would", "will", "is", "are", "my", "our", "your", "this", "that",
+                    "bot", "user", "hi", "hello", "dear", "regards", "best", "cheers", "tel", "phone", "email",
+                    "e-mail", "mobile", "card", "iban", "ssn"}
 
 
 # ------------------------------------------------------------------ the catalogue
@@ -469,6 +589,12 @@ def _catalogue() -> list[ExtraRecognizer]:
             "name coverage", "0.6 (header line 0.45)",
             lambda lang: RegexValueRecognizer("PERSON", [RegexSpec("name_after_cue", PERSON_CUE, 0.6),
                                                          RegexSpec("name_after_signoff", PERSON_SIGNOFF, 0.6),
+                                                         RegexSpec("name_before_verb", PERSON_BEFORE_VERB, 0.5),
+                                                         RegexSpec("name_vocative", PERSON_VOCATIVE, 0.5),
+                                                         RegexSpec("name_after_cue_zh", PERSON_CUE_ZH, 0.6,
+                                                                   validator=lambda v: 0.0),
+                                                         RegexSpec("name_after_cue_vi", PERSON_CUE_VI, 0.6,
+                                                                   validator=lambda v: 0.0),
                                                          RegexSpec("name_after_relation", PERSON_RELATION, 0.6),
                                                          RegexSpec("name_header_line", PERSON_HEADER, 0.45)],
                                               name="PersonCueRecognizer", supported_language=lang,
@@ -484,6 +610,23 @@ def _catalogue() -> list[ExtraRecognizer]:
                                               validator=_phone_digits, context=PHONE_CONTEXT, context_window=40,
                                               context_boost=0.3, context_required=True,
                                               context_after=r"[\s-]*(?:office|fax|mobile|cell|home|work|desk|phone)\b")),
+        ExtraRecognizer(
+            "LOCATION", "PlaceCueRecognizer",
+            "capitalised place after a verb of residence or travel or a place noun (`I work in Teruel`, "
+            "`based in`, `from Wittstock to Monschau`, `pickup point in`): towns a small NER model does not know",
+            "0.5",
+            lambda lang: RegexValueRecognizer("LOCATION", [RegexSpec("place_after_cue", LOCATION_CUE, 0.5),
+                                                           RegexSpec("place_from", LOCATION_FROM, 0.5),
+                                                           RegexSpec("place_to", LOCATION_TO, 0.5)],
+                                              name="PlaceCueRecognizer", supported_language=lang,
+                                              validator=_place_name)),
+        ExtraRecognizer(
+            "LOCATION", "CountryRecognizer",
+            "country names (English, common endonyms; data/countries.txt), capitalised as written; works "
+            "without a NER pipeline", "0.6",
+            lambda lang: RegexValueRecognizer("LOCATION", [
+                RegexSpec("country", r"(?<![\w-])(?P<v>" + _COUNTRY_RX + r")(?![\w-])", 0.6)],
+                name="CountryRecognizer", supported_language=lang)),
         ExtraRecognizer(
             "STREET_ADDRESS", "StreetAddressRecognizer",
             "street addresses: US/UK `12 Baker Street[, Apt 4][, City, ST 12345 | London NW1 6XE]`, "
