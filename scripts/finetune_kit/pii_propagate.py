@@ -153,7 +153,7 @@ _CONTAINERS = {  # a finding inside one of these is part of it, not a finding of
 }
 
 
-_ID_BEFORE = re.compile(r"(?:[#A-Za-z]-?|(?i:order|ticket|invoice|ref|no\.?|nr\.?)[ \t]?#?)$")
+_ID_BEFORE = re.compile(r"(?:[#A-Za-z]-?|(?i:order|ticket|invoice|ref|no\.?|nr\.?)[ \t]?#?)\Z")
 
 
 def _is_country(value: str) -> bool:
@@ -189,7 +189,8 @@ def _trim_name(text: str, h):
     toks = [(m.start(), m.end()) for m in re.finditer(r"\S+", value)]
     while toks and (is_id_shaped(value[toks[0][0]:toks[0][1]]) or not any(c.isalpha() for c in value[toks[0][0]:toks[0][1]])):
         toks.pop(0)
-    while toks and (is_id_shaped(value[toks[-1][0]:toks[-1][1]]) or not any(c.isalpha() for c in value[toks[-1][0]:toks[-1][1]])):
+    while toks and (is_id_shaped(value[toks[-1][0]:toks[-1][1]]) or not any(c.isalpha() for c in value[toks[-1][0]:toks[-1][1]])
+                    or (len(toks) > 1 and value[toks[-1][0]:toks[-1][1]].strip(":,.").casefold() in _LABELS)):
         toks.pop()
     if not toks:
         return None
@@ -199,8 +200,10 @@ def _trim_name(text: str, h):
     return h if (s, e) == (h.start, h.end) else type(h)(s, e, h.entity_type, h.score, h.source, h.canonical)
 
 
+_LABELS = {"phone", "email", "e-mail", "tel", "mobile", "fax", "address", "office", "cell", "date", "name"}
 _NOT_NAMES = {"order", "card", "studio", "ticket", "invoice", "agent", "customer", "sku", "item", "flat", "suite", "apt",
-              "level", "unit", "hey", "hi", "hello", "thanks", "dear"}
+              "level", "unit", "hey", "hi", "hello", "thanks", "dear", "phone", "email", "e-mail", "tel", "mobile",
+              "fax", "address", "name", "office"}
 
 
 def _resolve_overlaps(text: str, hits: list) -> list:

@@ -457,16 +457,18 @@ def extend_address(text: str, start: int, end: int, max_parts: int = 6) -> tuple
         if not m:
             break
         part = m.group("part")
-        if part.split()[0].lower() in _NOT_PLACE_START:
-            break
+        if part.split()[0].lower() in _NOT_PLACE_START or sum(c.isdigit() for c in part) >= 7 \
+                or _PHONE_LABEL.match(text, m.end("part")):
+            break  # a sentence, a phone number or a labelled phone/fax line is not part of the address
         end = m.end("part")
     return start, end
 
 
+_PHONE_LABEL = re.compile(r"[ \t]*(?:office|fax|mobile|cell|phone|tel|home|work)\b", re.I)
 _NOT_PLACE_START = {"i", "we", "you", "he", "she", "they", "it", "the", "a", "an", "and", "or", "but", "thanks", "thank",
                     "please", "can", "could", "would", "will", "is", "are", "my", "our", "your", "this", "that",
                     "bot", "user", "hi", "hello", "dear", "regards", "best", "cheers", "tel", "phone", "email",
-                    "e-mail", "mobile", "card", "iban", "ssn"}
+                    "e-mail", "mobile", "card", "iban", "ssn", "office", "fax", "cell", "phone:", "tel:"}
 
 
 # ------------------------------------------------------------------ the catalogue
