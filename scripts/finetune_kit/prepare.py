@@ -1,46 +1,52 @@
 """Raw exports and agent logs -> clean, deduplicated, leak-free train/validation/test chat JSONL.
 
-Pipeline (``prepare(opts)``; ``scripts/prepare_data.py`` is the CLI):
+Pipeline (``prepare(opts)``; ``scripts/prepare_data.py`` is the CLI), one function per stage:
 
-1. read   every input row: JSONL lines (or the elements of a JSON array file), CSV/TSV records,
-          or OpenClaw session windows. Rows that cannot be read are kept as removed records.
-2. convert each row to an OpenAI chat line through the chat.py models (``chat.Message``,
-          ``chat.ChatExample`` ...), normalising on the way (role aliases, object tool
-          arguments -> JSON strings, legacy ``function_call``, whitespace-only turns ...) and
-          counting every normalisation; ``--system`` adds/replaces the system prompt; the
-          result is checked with ``chat.check_record`` (errors -> removed as unconvertible).
-3. dedup  exact (normalised text) and near-duplicate (``dedup.NearDupIndex``: datasketch MinHash
-          LSH on word 3-shingles of the conversation without system prompt, verified by exact
-          Jaccard); the first occurrence is kept; removed
-          rows go to removed.jsonl with the reason and the row they duplicate.
-4. split  deterministic by seed into train/validation/test; ``--group-by`` groups and (with
-          ``--keep-near-dups``) near-duplicate clusters are units that never straddle splits
-          (union-find), optional ``--stratify``; never an empty train split.
-5. verify leakage across splits is re-checked (exact, near-duplicate, group) and reported.
-6. report data mix (multi-turn, tool calls, refusal-like answers by ``REFUSAL_PATTERNS``, tags)
-          against a target mix; manifest.json; the validator library runs on the outputs.
+1. read    ``read_inputs``: every input through the reader registered for its kind in
+           ``finetune_kit/readers`` (JSONL lines or the elements of a JSON array, CSV/TSV records,
+           OpenClaw session windows). Rows that cannot be read are kept as removed records.
+2. convert ``convert_row_to_chat``: each row to an OpenAI chat line through the row format
+           registered for it (``readers.ROW_FORMATS``) and the chat.py models, normalising on the
+           way (role aliases, object tool arguments -> JSON strings, legacy ``function_call``,
+           whitespace-only turns ...) and counting every normalisation.
+3. clean   ``clean_row``: ``--system`` adds/replaces the system prompt, provenance metadata,
+           ``--tools``; the result is checked with ``chat.check_record`` (errors -> removed as
+           unconvertible).
+4. dedup   ``dedup_rows``: exact (normalised text) and near-duplicate (``dedup.NearDupIndex``:
+           datasketch MinHash LSH on word 3-shingles of the conversation without system prompt,
+           verified by exact Jaccard); the first occurrence is kept; removed rows go to
+           removed.jsonl with the reason and the row they duplicate.
+5. split   ``split_rows``: deterministic by seed into train/validation/test; ``--group-by`` groups
+           and (with ``--keep-near-dups``) near-duplicate clusters are units that never straddle
+           splits (union-find), optional ``--stratify``; never an empty train split.
+6. verify  ``check_split_leakage``: leakage across splits is re-checked (exact, near-duplicate, group).
+7. write   ``build_manifest`` / ``write_outputs``: data mix (multi-turn, tool calls, refusal-like
+           answers by ``REFUSAL_PATTERNS``, tags) against a target mix, the splits, removed.jsonl and
+           manifest.json written atomically; the validator library runs on the outputs.
+8. report  ``report``: the --json document, the human summary, the exit code.
 """
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 import json
 import math
 import random
 import re
+import time
 import unicodedata
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator
-
-from pydantic import ValidationError
+from typing import Any, Iterable
 
 from . import chat, cli, jsonl
 from .dedup import NUM_PERM, SHINGLE, NearDupIndex
 from .errors import BlockingProblem, UsageError
+from .readers import (ROW_FORMATS, ReadContext, Row, Unconvertible, convert_row, detect_row_format, file_kind,
+                      normalise_tools, reader_for)
+from .readers import bump as _bump
+from .readers.tabular import csv_example
 
 FORMATS = ("auto", "chat", "prompt-completion", "alpaca", "sharegpt", "csv", "tsv", "openclaw")
 SPLITS = ("train", "validation", "test")
@@ -59,28 +65,6 @@ REFUSAL_PATTERNS = [
     r"\bI (?:can(?:'|no)?t|cannot|won't) (?:help|assist) with (?:that|this)\b",
 ]
 _REFUSAL_RE = re.compile("|".join(f"(?:{p})" for p in REFUSAL_PATTERNS), re.IGNORECASE)
-
-ROLE_ALIASES = {
-    "user": "user", "human": "user", "humans": "user", "prompter": "user", "question": "user",
-    "assistant": "assistant", "gpt": "assistant", "bot": "assistant", "model": "assistant", "ai": "assistant",
-    "chatgpt": "assistant", "claude": "assistant", "answer": "assistant",
-    "system": "system", "developer": "developer",
-    "tool": "tool", "function": "function", "observation": "tool", "function_response": "tool",
-    "ipython": "tool", "toolresult": "tool", "tool_result": "tool",
-    "function_call": "function_call", "tool_call": "function_call", "tool_calls": "function_call",
-}
-CSV_PROMPT = ("prompt", "instruction", "question", "input", "query", "user", "text")
-CSV_COMPLETION = ("completion", "response", "answer", "output", "assistant", "target", "reply")
-CSV_SYSTEM = ("system", "system_prompt")
-
-
-class Unconvertible(Exception):
-    """A row that cannot become a chat line (``code`` is stable, message says why)."""
-
-    def __init__(self, code: str, message: str):
-        super().__init__(message)
-        self.code = code
-
 
 # ------------------------------------------------------------------------------ options / rows
 
@@ -112,38 +96,6 @@ class Options:
     force: bool = False
     validate: bool = True
 
-
-@dataclass
-class Row:
-    index: int                    # 0-based position over all inputs (input order)
-    source: str                   # input file name (basename) or "openclaw"
-    line: int | None              # 1-based line / record number (None for OpenClaw)
-    fmt: str | None = None
-    raw: Any = None               # the source object (dict/list) or text when unreadable
-    fields: dict[str, Any] = field(default_factory=dict)  # source row fields for --group-by etc.
-    example: chat.ChatExample | None = None
-    error: dict[str, Any] | None = None
-    session: str | None = None    # OpenClaw session id (+ window)
-    line_obj: dict[str, Any] | None = None  # the output line (example.to_json()), built once
-    work: dict[str, Any] | None = None  # CSV: the mapped prompt/completion/system and unused columns
-
-    def ref(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"source": self.source}
-        if self.line is not None:
-            d["line"] = self.line
-        if self.session is not None:
-            d["session"] = self.session
-        return d
-
-    def ref_text(self) -> str:
-        if self.session is not None:
-            return f"openclaw session {self.session}"
-        return f"{self.source}:{self.line}"
-
-
-def _bump(counts: dict[str, int], key: str, n: int = 1) -> None:
-    if n:
-        counts[key] = counts.get(key, 0) + n
 
 
 # ------------------------------------------------------------------------------ parsing helpers
@@ -214,336 +166,6 @@ def _hashable(v: Any) -> str:
     return v if isinstance(v, str) else json.dumps(v, sort_keys=True, ensure_ascii=False)
 
 
-# ------------------------------------------------------------------------------ normalisation
-
-
-def _json_args(args: Any, counts: dict[str, int]) -> str:
-    """Tool-call arguments as a JSON string that decodes to an object (when possible)."""
-    if isinstance(args, (dict, list)):
-        _bump(counts, "tool_arguments_object_to_string")
-        return json.dumps(args, ensure_ascii=False)
-    if args is None:
-        _bump(counts, "tool_arguments_missing_to_empty_object")
-        return "{}"
-    if isinstance(args, str):
-        try:
-            inner = json.loads(args)
-        except ValueError:
-            return args
-        if isinstance(inner, str):  # double-encoded: "\"{\\\"a\\\": 1}\""
-            try:
-                obj = json.loads(inner)
-            except ValueError:
-                return args
-            if isinstance(obj, dict):
-                _bump(counts, "tool_arguments_double_encoded_fixed")
-                return inner
-        return args
-    return json.dumps(args)
-
-
-def _tool_call(tc: Any, counts: dict[str, int], make_id) -> dict[str, Any]:
-    if not isinstance(tc, dict):
-        raise Unconvertible("tool_call_not_object", "a tool call is not an object")
-    fn = tc.get("function") if isinstance(tc.get("function"), dict) else None
-    if fn is None:  # flat {"name", "arguments"} / {"name", "parameters"} / {"name", "input"}
-        fn = {"name": tc.get("name"), "arguments": tc.get("arguments", tc.get("parameters", tc.get("input")))}
-        _bump(counts, "tool_calls_flat_to_function")
-    name = fn.get("name")
-    if not isinstance(name, str) or not name.strip():
-        raise Unconvertible("tool_call_without_name", "a tool call has no function name")
-    cid = tc.get("id")
-    if not isinstance(cid, str) or not cid:
-        cid = make_id()
-        _bump(counts, "tool_call_ids_added")
-    if tc.get("type") not in (None, "function"):
-        raise Unconvertible("tool_call_wrong_type", f"tool call type {tc.get('type')!r} is not 'function'")
-    return {"id": cid, "type": "function",
-            "function": {"name": name, "arguments": _json_args(fn.get("arguments"), counts)}}
-
-
-def _content(value: Any, counts: dict[str, int]) -> Any:
-    """A message content as a string or a list of text parts (non-text parts dropped, counted)."""
-    if value is None or isinstance(value, str):
-        return value
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        _bump(counts, "content_number_to_string")
-        return str(value)
-    if isinstance(value, dict):
-        value = [value]
-    if isinstance(value, list):
-        parts = []
-        for p in value:
-            if isinstance(p, str):
-                parts.append({"type": "text", "text": p})
-            elif isinstance(p, dict) and isinstance(p.get("text"), str):
-                parts.append({"type": "text", "text": p["text"]})
-            else:
-                _bump(counts, "non_text_parts_dropped")
-        if len(parts) == 1:
-            return parts[0]["text"]
-        return parts
-    raise Unconvertible("content_wrong_type", f"message content is a {type(value).__name__}")
-
-
-def _text_of(content: Any) -> str:
-    return chat.content_text(content)
-
-
-def _tools(value: Any, counts: dict[str, int]) -> list[dict[str, Any]] | None:
-    if value is None or value == "" or value == []:
-        return None
-    if isinstance(value, str):
-        try:
-            value = json.loads(value)
-            _bump(counts, "tools_json_string_parsed")
-        except ValueError as exc:
-            raise Unconvertible("tools_invalid", "\"tools\" is a string that is not JSON") from exc
-    if not isinstance(value, list):
-        raise Unconvertible("tools_invalid", "\"tools\" is not a list")
-    out = []
-    for t in value:
-        if not isinstance(t, dict):
-            raise Unconvertible("tools_invalid", "a tool definition is not an object")
-        if isinstance(t.get("function"), dict):
-            out.append({"type": "function", "function": t["function"]})
-        elif isinstance(t.get("name"), str):
-            out.append({"type": "function", "function": t})
-            _bump(counts, "tools_wrapped_as_function")
-        else:
-            raise Unconvertible("tools_invalid", "a tool definition has no function name")
-    return out
-
-
-class _MessageBuilder:
-    """Builds chat messages from loosely-shaped message dicts, pairing tool results with calls."""
-
-    def __init__(self, counts: dict[str, int], row_key: str):
-        self.counts = counts
-        self.out: list[dict[str, Any]] = []
-        self.pending: list[str] = []  # tool call ids awaiting a result, in call order
-        self.n_ids = 0
-        self.row_key = row_key
-
-    def make_id(self) -> str:
-        self.n_ids += 1
-        return f"call_{self.row_key}_{self.n_ids}"
-
-    def add(self, m: Any) -> None:
-        c = self.counts
-        if not isinstance(m, dict):
-            raise Unconvertible("message_not_object", "a message is not an object")
-        role_raw = m.get("role", m.get("from", m.get("speaker")))
-        if not isinstance(role_raw, str):
-            raise Unconvertible("role_missing", "a message has no role")
-        role = ROLE_ALIASES.get(role_raw.strip().lower().replace(" ", "_"))
-        if role is None:
-            raise Unconvertible("role_unknown", f"unknown role {role_raw[:40]!r}")
-        if role != role_raw:
-            _bump(c, "role_aliases_mapped")
-            _bump(c, f"role_alias:{role_raw.strip().lower()}->{'assistant' if role == 'function_call' else role}")
-        content_key = "content" if "content" in m else "value" if "value" in m else "text" if "text" in m else None
-        content = _content(m.get(content_key), c) if content_key else None
-        if role == "function_call":  # ShareGPT function_call turn: value is {"name", "arguments"} JSON
-            self._function_call_turn(content)
-            return
-        msg: dict[str, Any] = {"role": role}
-        dropped = [k for k in m if k not in ("role", "from", "speaker", "content", "value", "text", "name",
-                                             "tool_calls", "tool_call_id", "weight", "function_call")]
-        if dropped:
-            _bump(c, "message_keys_dropped", len(dropped))
-        if role == "assistant":
-            calls = []
-            if m.get("tool_calls"):
-                raw = m["tool_calls"] if isinstance(m["tool_calls"], list) else [m["tool_calls"]]
-                calls = [_tool_call(tc, c, self.make_id) for tc in raw]
-            if isinstance(m.get("function_call"), dict):  # legacy OpenAI function calling
-                calls.append(_tool_call({"function": m["function_call"]}, c, self.make_id))
-                _bump(c, "function_call_to_tool_calls")
-            if calls:
-                msg["tool_calls"] = calls
-                self.pending.extend(tc["id"] for tc in calls)
-            if m.get("weight") in (0, 1) and not isinstance(m.get("weight"), bool):
-                msg["weight"] = m["weight"]
-        if role in ("tool", "function"):
-            cid = m.get("tool_call_id")
-            if not isinstance(cid, str) or not cid:
-                if self.pending:
-                    cid = self.pending.pop(0)
-                    _bump(c, "tool_results_paired_with_calls")
-                else:
-                    raise Unconvertible("tool_result_without_call",
-                                        "a tool/function result has no tool_call_id and no preceding call")
-            elif cid in self.pending:
-                self.pending.remove(cid)
-            if role == "function":
-                _bump(c, "function_role_to_tool")
-            msg["role"] = "tool"
-            msg["tool_call_id"] = cid
-            msg["content"] = content if content is not None else ""
-            self.out.append(msg)
-            return
-        if isinstance(m.get("name"), str) and role in ("user", "assistant", "system", "developer"):
-            msg["name"] = m["name"]
-        if content is not None:
-            msg["content"] = content
-        if not _text_of(content).strip() and not msg.get("tool_calls"):
-            _bump(c, "whitespace_turns_removed")
-            return
-        if role == "assistant" and msg.get("tool_calls") and not _text_of(content).strip():
-            msg.pop("content", None)
-        self.out.append(msg)
-
-    def _function_call_turn(self, content: Any) -> None:
-        text = _text_of(content)
-        try:
-            val = json.loads(text)
-        except ValueError as exc:
-            raise Unconvertible("function_call_invalid", "a function_call turn is not JSON "
-                                "({\"name\": ..., \"arguments\": ...})") from exc
-        calls = val if isinstance(val, list) else [val]
-        made = [_tool_call({"function": {"name": x.get("name"), "arguments": x.get("arguments",
-                                                                                     x.get("parameters"))}}
-                           if isinstance(x, dict) else x, self.counts, self.make_id) for x in calls]
-        _bump(self.counts, "function_call_turns_to_tool_calls")
-        # merge into a directly preceding assistant text turn (ShareGPT writes them apart)
-        if self.out and self.out[-1]["role"] == "assistant" and not self.out[-1].get("tool_calls"):
-            self.out[-1]["tool_calls"] = made
-        else:
-            self.out.append({"role": "assistant", "tool_calls": made})
-        self.pending.extend(tc["id"] for tc in made)
-
-
-def _example(messages: list[dict[str, Any]], *, tools: Any = None, parallel: Any = None,
-             metadata: dict[str, Any] | None = None) -> chat.ChatExample:
-    if not messages:
-        raise Unconvertible("no_messages", "no non-empty message left")
-    try:
-        return chat.ChatExample(messages=[chat.Message(**m) for m in messages], tools=tools,
-                                parallel_tool_calls=parallel if isinstance(parallel, bool) else None,
-                                metadata=metadata or None)
-    except ValidationError as exc:
-        e = exc.errors()[0]
-        loc = ".".join(str(x) for x in e.get("loc", ()))
-        raise Unconvertible("schema_error", f"{e.get('msg', 'invalid')} at {loc}") from exc
-
-
-# ------------------------------------------------------------------------------ per-format conversion
-
-TOP_CHAT = {"messages", "tools", "parallel_tool_calls", "metadata", "functions"}
-
-
-def _extra_metadata(obj: dict[str, Any], used: set[str], counts: dict[str, int]) -> dict[str, Any]:
-    md = dict(obj["metadata"]) if isinstance(obj.get("metadata"), dict) else {}
-    extra = {k: v for k, v in obj.items() if k not in used and k != "metadata"}
-    if extra:
-        _bump(counts, "top_level_keys_to_metadata", len(extra))
-        for k, v in extra.items():
-            md.setdefault(k, v)
-    return md
-
-
-def detect_row_format(obj: Any) -> str | None:
-    if not isinstance(obj, dict):
-        return None
-    if isinstance(obj.get("conversations"), list) or isinstance(obj.get("conversation"), list):
-        return "sharegpt"
-    if "messages" in obj:
-        return "chat"
-    if "instruction" in obj and ("output" in obj or "response" in obj):
-        return "alpaca"
-    if "preferred_output" in obj and "input" in obj:
-        return "preference"
-    if "prompt" in obj and ("completion" in obj or "response" in obj or "chosen" in obj):
-        return "prompt-completion"
-    if ("question" in obj and "answer" in obj) or ("query" in obj and "response" in obj):
-        return "prompt-completion"
-    return None
-
-
-def convert_chat(obj: dict[str, Any], counts: dict[str, int], key: str) -> chat.ChatExample:
-    msgs = obj.get("messages")
-    if not isinstance(msgs, list):
-        raise Unconvertible("messages_not_list", "\"messages\" is not a list")
-    b = _MessageBuilder(counts, key)
-    for m in msgs:
-        b.add(m)
-    tools = _tools(obj.get("tools"), counts)
-    if tools is None and obj.get("functions"):
-        tools = _tools([{"type": "function", "function": f} for f in obj["functions"] if isinstance(f, dict)], counts)
-        _bump(counts, "functions_to_tools")
-    return _example(b.out, tools=tools, parallel=obj.get("parallel_tool_calls"),
-                    metadata=_extra_metadata(obj, TOP_CHAT, counts))
-
-
-def convert_sharegpt(obj: dict[str, Any], counts: dict[str, int], key: str) -> chat.ChatExample:
-    conv = obj.get("conversations", obj.get("conversation"))
-    if not isinstance(conv, list):
-        raise Unconvertible("conversations_not_list", "\"conversations\" is not a list")
-    b = _MessageBuilder(counts, key)
-    if isinstance(obj.get("system"), str) and obj["system"].strip():
-        b.add({"role": "system", "content": obj["system"]})
-    for m in conv:
-        b.add(m)
-    tools = _tools(obj.get("tools"), counts)
-    return _example(b.out, tools=tools,
-                    metadata=_extra_metadata(obj, {"conversations", "conversation", "system", "tools"}, counts))
-
-
-def convert_alpaca(obj: dict[str, Any], counts: dict[str, int], key: str) -> chat.ChatExample:
-    instr = obj.get("instruction")
-    out = obj.get("output", obj.get("response"))
-    if not isinstance(instr, str) or not instr.strip():
-        raise Unconvertible("instruction_missing", "\"instruction\" is missing or empty")
-    if isinstance(out, list):  # some exports wrap the answer in a list
-        out = out[0] if out and isinstance(out[0], str) else None
-    if not isinstance(out, str) or not out.strip():
-        raise Unconvertible("output_missing", "\"output\" is missing or empty: nothing to learn")
-    inp = obj.get("input")
-    prompt = instr if not (isinstance(inp, str) and inp.strip()) else f"{instr}\n\n{inp}"
-    msgs: list[dict[str, Any]] = []
-    if isinstance(obj.get("system"), str) and obj["system"].strip():
-        msgs.append({"role": "system", "content": obj["system"]})
-    hist = obj.get("history")
-    if isinstance(hist, list):
-        for pair in hist:
-            if isinstance(pair, (list, tuple)) and len(pair) == 2 and all(isinstance(x, str) for x in pair):
-                msgs += [{"role": "user", "content": pair[0]}, {"role": "assistant", "content": pair[1]}]
-                _bump(counts, "alpaca_history_turns")
-            else:
-                raise Unconvertible("history_invalid", "\"history\" must be a list of [prompt, answer] pairs")
-    msgs += [{"role": "user", "content": prompt}, {"role": "assistant", "content": out}]
-    b = _MessageBuilder(counts, key)
-    for m in msgs:
-        b.add(m)
-    return _example(b.out, metadata=_extra_metadata(obj, {"instruction", "input", "output", "response",
-                                                          "system", "history"}, counts))
-
-
-def convert_prompt_completion(obj: dict[str, Any], counts: dict[str, int], key: str) -> chat.ChatExample:
-    prompt = obj.get("prompt", obj.get("question", obj.get("query")))
-    comp = obj.get("completion", obj.get("response", obj.get("answer", obj.get("chosen"))))
-    if not isinstance(prompt, str) or not prompt.strip():
-        raise Unconvertible("prompt_missing", "\"prompt\" is missing or empty")
-    if not isinstance(comp, str) or not comp.strip():
-        raise Unconvertible("completion_missing", "\"completion\" is missing or empty: nothing to learn")
-    md = _extra_metadata(obj, {"prompt", "completion", "question", "answer", "query", "response", "chosen"}, counts)
-    pc = chat.PromptCompletion(prompt=prompt, completion=comp, metadata=md or None)
-    return pc.to_chat()
-
-
-def convert_preference(obj: dict[str, Any], counts: dict[str, int], key: str) -> chat.ChatExample:
-    example, findings = chat.check_record(obj, "preference")
-    if example is None:
-        f = next((f for f in findings if f.severity == "error"), None)
-        raise Unconvertible(f.code if f else "invalid_preference", f.message if f else "invalid preference line")
-    _bump(counts, "preference_to_sft_preferred_answer")
-    return chat.as_chat(example)
-
-
-CONVERTERS = {"chat": convert_chat, "sharegpt": convert_sharegpt, "alpaca": convert_alpaca,
-              "prompt-completion": convert_prompt_completion, "preference": convert_preference}
-
 
 def apply_system(ex: chat.ChatExample, system: str | None, counts: dict[str, int]) -> chat.ChatExample:
     if system is None:
@@ -558,141 +180,6 @@ def apply_system(ex: chat.ChatExample, system: str | None, counts: dict[str, int
         _bump(counts, "system_prompt_added")
     return ex.model_copy(update={"messages": msgs})
 
-
-# ------------------------------------------------------------------------------ reading inputs
-
-
-def _format_for_file(path: Path, fmt: str) -> str:
-    if fmt != "auto":
-        return fmt
-    from . import openclaw_sessions as oc
-
-    suffix = path.suffix.lower()
-    if suffix in (".csv",):
-        return "csv"
-    if suffix in (".tsv", ".tab"):
-        return "tsv"
-    if path.is_dir() or suffix == ".sqlite" or oc.looks_like_openclaw(path):
-        return "openclaw"
-    return "json"
-
-
-def _read_json_rows(path: Path, start: int) -> Iterator[Row]:
-    """JSONL lines, or the elements of a file holding one JSON array (line = 1-based element index)."""
-    jsonl.check_readable(path)
-    with open(path, "rb") as fh:
-        head = fh.read(4096).lstrip(b"\xef\xbb\xbf").lstrip()
-    if head.startswith(b"["):
-        try:
-            data = json.loads(path.read_bytes().decode("utf-8-sig"))
-        except (ValueError, UnicodeDecodeError):
-            data = None
-        if isinstance(data, list):
-            for i, obj in enumerate(data):
-                yield Row(index=start + i, source=path.name, line=i + 1, raw=obj,
-                          fields=obj if isinstance(obj, dict) else {})
-            return
-    n = start
-    for rl in jsonl.iter_lines(path):
-        if rl.error == "blank_line":
-            continue
-        if rl.error:
-            text = rl.text if rl.text is not None else rl.raw.decode("utf-8", "replace")
-            yield Row(index=n, source=path.name, line=rl.line, raw=text,
-                      error={"reason": "unreadable", "code": rl.error, "detail": rl.detail})
-        else:
-            yield Row(index=n, source=path.name, line=rl.line, raw=rl.obj,
-                      fields=rl.obj if isinstance(rl.obj, dict) else {})
-        n += 1
-
-
-def _pick(header: list[str], explicit: str | None, candidates: Iterable[str], what: str, flag: str,
-          required: bool) -> str | None:
-    if explicit:
-        if explicit not in header:
-            raise UsageError(f"{flag} {explicit!r} is not a column; columns: {', '.join(header)[:300]}")
-        return explicit
-    low = {h.strip().lower(): h for h in header}
-    for c in candidates:
-        if c in low:
-            return low[c]
-    if required:
-        raise UsageError(f"no {what} column found (tried {', '.join(candidates)}); columns: "
-                         f"{', '.join(header)[:300]}; pass {flag}")
-    return None
-
-
-def _read_csv_rows(path: Path, delimiter: str, opts: Options, start: int, counts: dict[str, int]) -> Iterator[Row]:
-    jsonl.check_readable(path)
-    try:
-        text = path.read_bytes().decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise UsageError(f"{path}: not UTF-8 text (byte {exc.start}); re-save the file as UTF-8 CSV") from exc
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
-    try:
-        header = next(reader)
-    except StopIteration:
-        raise UsageError(f"{path}: empty file") from None
-    except csv.Error as exc:
-        raise UsageError(f"{path}: not readable as {'TSV' if delimiter == chr(9) else 'CSV'} ({exc})") from exc
-    header = [h.strip() for h in header]
-    pcol = _pick(header, opts.prompt_column, CSV_PROMPT, "prompt", "--prompt-column", True)
-    ccol = _pick(header, opts.completion_column, [c for c in CSV_COMPLETION if c != (pcol or "").lower()],
-                 "completion", "--completion-column", True)
-    scol = _pick(header, opts.system_column, CSV_SYSTEM, "system", "--system-column", False)
-    icol = opts.input_column
-    if icol and icol not in header:
-        raise UsageError(f"--input-column {icol!r} is not a column; columns: {', '.join(header)[:300]}")
-    if icol is None and pcol.lower() == "instruction" and "input" in {h.lower() for h in header}:
-        icol = next(h for h in header if h.lower() == "input")
-    n = start
-    prev_end = reader.line_num
-    while True:
-        try:
-            rec = next(reader)
-        except StopIteration:
-            break
-        except csv.Error as exc:
-            raise UsageError(f"{path}: line {reader.line_num + 1}: malformed {('TSV' if delimiter == chr(9) else 'CSV')} "
-                             f"({exc})") from exc
-        line = prev_end + 1
-        prev_end = reader.line_num
-        if not any(x.strip() for x in rec):
-            _bump(counts, "blank_records_skipped")
-            continue
-        fields = {h: (rec[i] if i < len(rec) else "") for i, h in enumerate(header)}
-        row = Row(index=n, source=path.name, line=line, raw=fields, fields=fields,
-                  fmt="tsv" if delimiter == "\t" else "csv")
-        n += 1
-        if len(rec) != len(header):
-            row.error = {"reason": "unconvertible", "code": "csv_column_count",
-                         "detail": f"{len(rec)} fields, header has {len(header)}"}
-            yield row
-            continue
-        prompt = fields[pcol]
-        if icol and fields.get(icol, "").strip():
-            prompt = f"{prompt}\n\n{fields[icol]}"
-        used = {pcol, ccol, scol, icol}
-        row.work = {"prompt": prompt, "completion": fields[ccol],
-                    "system": fields[scol] if scol and fields.get(scol, "").strip() else None,
-                    "extra": {k: v for k, v in fields.items() if k not in used and v != ""}}
-        yield row
-
-
-def _csv_example(row: Row, counts: dict[str, int]) -> chat.ChatExample:
-    obj = row.work
-    if not obj["prompt"].strip():
-        raise Unconvertible("prompt_missing", "the prompt cell is empty")
-    if not obj["completion"].strip():
-        raise Unconvertible("completion_missing", "the completion cell is empty: nothing to learn")
-    msgs = []
-    if obj.get("system"):
-        msgs.append({"role": "system", "content": obj["system"]})
-    msgs += [{"role": "user", "content": obj["prompt"]}, {"role": "assistant", "content": obj["completion"]}]
-    b = _MessageBuilder(counts, str(row.index))
-    for m in msgs:
-        b.add(m)
-    return _example(b.out, metadata=dict(obj["extra"]) or None)
 
 
 # ------------------------------------------------------------------------------ dedup / similarity
@@ -865,11 +352,45 @@ def mix_report(examples: list[tuple[chat.ChatExample, list[str]]], target: dict[
             "refusal_heuristic": "REFUSAL_PATTERNS in finetune_kit/prepare.py (see data-prep.md)"}
 
 
-# ------------------------------------------------------------------------------ main pipeline
+# ------------------------------------------------------------------------------ pipeline stages
 
 
-def _read_rows(opts: Options, counts: dict[str, int], oc_stats: dict[str, Any],
-               tools: list[dict[str, Any]] | None) -> tuple[list[Row], list[dict]]:
+@dataclass
+class Deduped:
+    """Result of the dedup stage."""
+
+    kept: list[Row]                      # converted rows that survived, input order
+    removed: list[dict[str, Any]]        # removed.jsonl records (duplicates + unreadable/unconvertible), input order
+    keys: dict[int, str]                 # row index -> exact key
+    index: NearDupIndex | None           # MinHash index of the survivors (None with --no-near-dup)
+    clusters: _UnionFind                 # --keep-near-dups clusters (row indexes)
+    near_pairs: int = 0                  # near-duplicate matches kept together (--keep-near-dups)
+
+
+@dataclass
+class Split:
+    """Result of the split stage."""
+
+    rows: dict[int, list[Row]]           # split index (0 train, 1 validation, 2 test) -> rows
+    units: list[list[int]]               # row indexes that had to stay together
+    group_missing: int = 0               # rows without a --group-by value
+    strata: dict[str, dict[str, int]] | None = None
+
+
+def check_output_dir(opts: Options) -> Path:
+    """Fail fast (before the work) on an output that exists and may not be replaced."""
+    out_dir = Path(opts.output_dir).expanduser()
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UsageError(f"output {out_dir} exists and is not a directory")
+    if out_dir.exists() and any(out_dir.iterdir()) and not opts.force:
+        raise UsageError(f"output directory {out_dir} already exists and is not empty; pass --force to replace it")
+    if opts.fmt != "openclaw" and (opts.agent_id or opts.date_range):
+        raise UsageError("--agent-id/--date-range select OpenClaw sessions; use them with --from openclaw")
+    return out_dir
+
+
+def read_inputs(opts: Options, ctx: ReadContext) -> tuple[list[Row], list[dict[str, Any]]]:
+    """Stage 1 (read): every input through the reader registered for its kind."""
     rows: list[Row] = []
     inputs_info: list[dict[str, Any]] = []
     if opts.fmt == "openclaw" and not opts.inputs:
@@ -885,19 +406,12 @@ def _read_rows(opts: Options, counts: dict[str, int], oc_stats: dict[str, Any],
         p = Path(inp).expanduser()
         if not p.exists():
             raise UsageError(f"input not found: {p}")
-        kind = _format_for_file(p, opts.fmt)
+        kind = file_kind(p, opts.fmt)
         if p.is_dir() and kind != "openclaw":
             raise UsageError(f"{p} is a directory; only --from openclaw reads directories")
         info: dict[str, Any] = {"file": p.name, "format": kind}
         before = len(rows)
-        if kind == "openclaw":
-            rows += _read_openclaw(p, opts, counts, oc_stats, len(rows), tools)
-        elif kind in ("csv", "tsv"):
-            rows += list(_read_csv_rows(p, "\t" if kind == "tsv" else ",", opts, len(rows), counts))
-        else:
-            for r in _read_json_rows(p, len(rows)):
-                r.fmt = None if kind in ("json", "auto") else kind
-                rows.append(r)
+        rows.extend(reader_for(kind)(p, kind, ctx, len(rows)))
         info["rows"] = len(rows) - before
         if p.is_file():
             info["sha256"] = jsonl.sha256_file(p)
@@ -905,81 +419,8 @@ def _read_rows(opts: Options, counts: dict[str, int], oc_stats: dict[str, Any],
     return rows, inputs_info
 
 
-def _read_openclaw(p: Path, opts: Options, counts: dict[str, int], st: dict[str, Any], start: int,
-                   tools: list[dict[str, Any]] | None) -> list[Row]:
-    from . import openclaw_sessions as oc
-
-    since, until = oc.parse_date_range(opts.date_range)
-    skipped: Counter = Counter()
-    st.setdefault("sessions_read", 0)
-    st.setdefault("sessions_qualifying", 0)
-    st.setdefault("windows", 0)
-    st.setdefault("feedback", {"positive": 0, "negative": 0, "other": 0})
-    rows: list[Row] = []
-    sys_prompt = opts.system
-    for s in cli.progress(oc.iter_sessions(p, agent_id=opts.agent_id, since=since, until=until,
-                                           on_skip=lambda reason, sid: skipped.update([reason])),
-                          desc="sessions", unit="session"):
-        st["sessions_read"] += 1
-        for f in s.feedback:
-            key = f.value if f.value in ("positive", "negative") else "other"
-            st["feedback"][key] += 1
-        if s.problems:
-            _bump(counts, "openclaw_unreadable_entries", len(s.problems))
-        qualifying = False
-        try:
-            exs = oc.session_to_chats(s, system=None, strip_metadata=not opts.keep_inbound_metadata,
-                                      tools=tools, counts=counts)
-        except ValidationError as exc:
-            rows.append(Row(index=start + len(rows), source="openclaw", line=None, session=s.id,
-                            raw=s.to_dict(messages=False), fmt="openclaw",
-                            error={"reason": "unconvertible", "code": "schema_error", "detail": str(exc)[:300]}))
-            continue
-        if not exs:
-            rows.append(Row(index=start + len(rows), source="openclaw", line=None, session=s.id, fmt="openclaw",
-                            raw=s.to_dict(messages=False),
-                            error={"reason": "unconvertible", "code": "no_messages",
-                                   "detail": "the session has no user/assistant messages"}))
-            continue
-        for k, ex in enumerate(exs):
-            st["windows"] += 1
-            sid = s.id if len(exs) == 1 else f"{s.id}#{k}"
-            md = ex.metadata or {}
-            if sys_prompt is None and s.system_prompt:
-                _bump(counts, "openclaw_system_prompt_from_bundle")
-            row = Row(index=start + len(rows), source="openclaw", line=None, session=sid, fmt="openclaw",
-                      raw=None, fields=dict(md), example=ex)
-            if not any(m.role == "assistant" for m in ex.messages):
-                row.error = {"reason": "unconvertible", "code": "no_assistant_message",
-                             "detail": "the conversation has no assistant answer"}
-                row.raw = ex.to_json()
-                row.example = None
-            else:
-                qualifying = True
-            rows.append(row)
-        if qualifying:
-            st["sessions_qualifying"] += 1
-    st["sessions_filtered_out"] = {**st.get("sessions_filtered_out", {}), **dict(skipped)}
-    st["filters"] = {"agent_id": opts.agent_id, "date_range": opts.date_range}
-    return rows
-
-
-def load_tools_file(path: str) -> list[dict[str, Any]]:
-    """The tool definitions of a ``--tools FILE``: a JSON list (or ``{"tools": [...]}``) of objects;
-    UsageError (exit 2) when unreadable or of another shape."""
-    p = jsonl.check_readable(path)
-    try:
-        data = json.loads(p.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise UsageError(f"--tools {p}: not a JSON file ({exc})") from exc
-    if isinstance(data, dict) and isinstance(data.get("tools"), list):
-        data = data["tools"]
-    if not isinstance(data, list) or not all(isinstance(t, dict) for t in data):
-        raise UsageError(f"--tools {p}: expected a JSON list of tool definitions")
-    return data
-
-
-def _convert(row: Row, opts: Options, counts: dict[str, int], fmt_counts: Counter) -> None:
+def convert_row_to_chat(row: Row, counts: dict[str, int], fmt_counts: Counter) -> None:
+    """Stage 2 (convert): one source row -> ``row.example`` (or ``row.error``)."""
     if row.error or row.example is not None:
         if row.example is not None:
             fmt_counts[row.fmt or "openclaw"] += 1
@@ -987,7 +428,7 @@ def _convert(row: Row, opts: Options, counts: dict[str, int], fmt_counts: Counte
     try:
         if row.fmt in ("csv", "tsv"):
             fmt_counts[row.fmt] += 1
-            ex = _csv_example(row, counts)
+            ex = csv_example(row, counts)
         else:
             obj = row.raw
             if not isinstance(obj, dict):
@@ -998,19 +439,20 @@ def _convert(row: Row, opts: Options, counts: dict[str, int], fmt_counts: Counte
                 raise Unconvertible("unknown_format", f"not a supported row (keys: {keys}); supported: "
                                     "messages (chat), prompt/completion, instruction/output (alpaca), "
                                     "conversations (sharegpt)")
-            if fmt not in CONVERTERS:
+            if fmt not in ROW_FORMATS:
                 raise Unconvertible("unknown_format", f"--from {fmt} cannot read a JSON row")
             row.fmt = fmt
             fmt_counts[fmt] += 1
-            ex = CONVERTERS[fmt](obj, counts, str(row.index))
+            ex = convert_row(fmt, obj, counts, str(row.index))
         row.example = ex
     except Unconvertible as exc:
         row.error = {"reason": "unconvertible", "code": exc.code, "detail": str(exc)}
 
 
-def _finish_example(row: Row, opts: Options, counts: dict[str, int], warn_codes: Counter,
-                    tools: list[dict[str, Any]] | None) -> None:
-    """--system, provenance metadata, --tools, then the single chat parser (check_record)."""
+def clean_row(row: Row, opts: Options, counts: dict[str, int], warn_codes: Counter,
+              tools: list[dict[str, Any]] | None) -> None:
+    """Stage 3 (clean): --system, provenance metadata, --tools, then the single chat parser
+    (``chat.check_record``); errors make the row unconvertible, warnings are counted."""
     if row.example is None:
         return
     ex = apply_system(row.example, opts.system, counts)
@@ -1021,7 +463,7 @@ def _finish_example(row: Row, opts: Options, counts: dict[str, int], warn_codes:
         md.setdefault("source_format", row.fmt)
     update: dict[str, Any] = {"metadata": md or None}
     if tools and ex.tools is None and any(m.tool_calls for m in ex.messages) and row.source != "openclaw":
-        update["tools"] = [chat.Tool(**t) for t in _tools(tools, counts) or []]
+        update["tools"] = [chat.Tool(**t) for t in normalise_tools(tools, counts) or []]
         _bump(counts, "tools_attached_from_file")
     ex = ex.model_copy(update=update)
     obj = ex.to_json()
@@ -1040,36 +482,24 @@ def _finish_example(row: Row, opts: Options, counts: dict[str, int], warn_codes:
     row.line_obj = obj
 
 
-def prepare(opts: Options) -> cli.Result:
-    import time
-
-    t0 = time.time()
-    counts: dict[str, int] = {}
-    oc_stats: dict[str, Any] = {}
-    out_dir = Path(opts.output_dir).expanduser()
-    # fail fast on the output dir before doing the work
-    if out_dir.exists() and not out_dir.is_dir():
-        raise UsageError(f"output {out_dir} exists and is not a directory")
-    if out_dir.exists() and any(out_dir.iterdir()) and not opts.force:
-        raise UsageError(f"output directory {out_dir} already exists and is not empty; pass --force to replace it")
-    if opts.fmt != "openclaw" and (opts.agent_id or opts.date_range):
-        raise UsageError("--agent-id/--date-range select OpenClaw sessions; use them with --from openclaw")
-
-    tools = load_tools_file(opts.tools_file) if opts.tools_file else None
-    rows, inputs_info = _read_rows(opts, counts, oc_stats, tools)
+def convert_and_clean(rows: list[Row], opts: Options, ctx: ReadContext) -> tuple[Counter, Counter]:
+    """Stages 2+3 per row; a row's normalisations count only when the row ends up converted."""
     fmt_counts: Counter = Counter()
     warn_codes: Counter = Counter()
     for r in cli.progress(rows, desc="convert", unit="row"):
-        local: dict[str, int] = {}  # normalisations count only for rows that end up converted
-        _convert(r, opts, local, fmt_counts)
-        _finish_example(r, opts, local, warn_codes, tools)
+        local: dict[str, int] = {}
+        convert_row_to_chat(r, local, fmt_counts)
+        clean_row(r, opts, local, warn_codes, ctx.tools)
         if r.example is not None:
             for k, v in local.items():
-                _bump(counts, k, v)
+                _bump(ctx.counts, k, v)
+    return fmt_counts, warn_codes
 
+
+def check_enough(rows: list[Row], is_oc: bool, opts: Options, oc_stats: dict[str, Any]) -> list[Row]:
+    """The converted rows; BlockingProblem/UsageError when too few sessions/rows are left."""
     n_input = len(rows)
     converted = [r for r in rows if r.example is not None]
-    is_oc = any(i["format"] == "openclaw" for i in inputs_info)
     if n_input == 0 and not is_oc:
         raise UsageError(f"no rows in {', '.join(opts.inputs)}: the input is empty")
     if is_oc:
@@ -1087,16 +517,16 @@ def prepare(opts: Options) -> cli.Result:
         why = f"{first.ref_text()}: {first.error.get('code')}: {first.error.get('detail')}" if first else ""
         raise UsageError(f"no row could be converted ({n_input} read; first problem {why}); supported "
                          f"formats: {', '.join(FORMATS[1:])} (see --from)")
+    return converted
 
-    timings = {"read_convert": time.time() - t0}
-    t1 = time.time()
-    # ---- dedup
+
+def dedup_rows(rows: list[Row], converted: list[Row], opts: Options) -> Deduped:
+    """Stage 4 (dedup): exact keys first, then MinHash near duplicates; the first occurrence is
+    kept. The removed records (duplicates and every unreadable/unconvertible row) come back in
+    input order."""
     removed: list[dict[str, Any]] = []
     exact_first: dict[str, int] = {}
     keys: dict[int, str] = {}
-    kept: list[Row] = []
-    uf = _UnionFind(len(rows))
-    near_pairs = 0
     by_index = {r.index: r for r in rows}
     survivors: list[Row] = []
     for r in converted:
@@ -1109,25 +539,11 @@ def prepare(opts: Options) -> cli.Result:
             continue
         exact_first[k] = r.index
         survivors.append(r)
-    index = NearDupIndex(opts.near_dup_threshold) if opts.near_dup else None
-    if index is not None:
-        matched = index.extend(((r.index, near_text(r.example)) for r in survivors),
-                               drop_duplicates=not opts.keep_near_dups,
-                               progress=lambda it: cli.progress(it, desc="near-dup", unit="ex"))
-        for r in survivors:
-            matches = matched.get(r.index)
-            if matches and not opts.keep_near_dups:
-                best, best_j = matches[0]
-                removed.append({"reason": "near_duplicate", **r.ref(), "duplicate_of": by_index[best].ref(),
-                                "similarity": round(best_j, 4), "example": r.line_obj, "_i": r.index})
-                continue
-            if matches:  # --keep-near-dups: the whole cluster goes to one split
-                near_pairs += 1
-                for cand, _ in matches:
-                    uf.union(r.index, cand)
-            kept.append(r)
+    dd = Deduped(kept=[], removed=removed, keys=keys, index=None, clusters=_UnionFind(len(rows)))
+    if opts.near_dup:
+        _near_dedup(survivors, by_index, opts, dd)
     else:
-        kept = survivors
+        dd.kept = survivors
     for r in rows:
         if r.error:
             rec = {"reason": r.error.get("reason", "unconvertible"), **r.ref(), "code": r.error.get("code"),
@@ -1140,10 +556,32 @@ def prepare(opts: Options) -> cli.Result:
     removed.sort(key=lambda d: d["_i"])  # input order of the removed rows
     for d in removed:
         del d["_i"]
+    return dd
 
-    timings["dedup"] = time.time() - t1
-    t1 = time.time()
-    # ---- groups -> units
+
+def _near_dedup(survivors: list[Row], by_index: dict[int, Row], opts: Options, dd: Deduped) -> None:
+    index = dd.index = NearDupIndex(opts.near_dup_threshold)
+    matched = index.extend(((r.index, near_text(r.example)) for r in survivors),
+                           drop_duplicates=not opts.keep_near_dups,
+                           progress=lambda it: cli.progress(it, desc="near-dup", unit="ex"))
+    for r in survivors:
+        matches = matched.get(r.index)
+        if matches and not opts.keep_near_dups:
+            best, best_j = matches[0]
+            dd.removed.append({"reason": "near_duplicate", **r.ref(), "duplicate_of": by_index[best].ref(),
+                               "similarity": round(best_j, 4), "example": r.line_obj, "_i": r.index})
+            continue
+        if matches:  # --keep-near-dups: the whole cluster goes to one split
+            dd.near_pairs += 1
+            for cand, _ in matches:
+                dd.clusters.union(r.index, cand)
+        dd.kept.append(r)
+
+
+def split_rows(dd: Deduped, opts: Options) -> Split:
+    """Stage 5 (split): groups (--group-by) and kept near-duplicate clusters are units; units are
+    assigned by seed, per stratum with --stratify; never an empty train split."""
+    kept, uf = dd.kept, dd.clusters
     group_missing = 0
     if opts.group_by:
         first_of: dict[str, int] = {}
@@ -1161,62 +599,67 @@ def prepare(opts: Options) -> cli.Result:
     for r in kept:
         members[uf.find(r.index)].append(r.index)
     units = [members[k] for k in sorted(members)]
-
-    # ---- split (optionally per stratum)
     rng = random.Random(opts.seed)
-    assignment: dict[int, int] = {}
     strata_report = None
     if opts.stratify:
-        label_of = {r.index: _hashable(lookup(r.fields, r.example.metadata, opts.stratify)) if
-                    lookup(r.fields, r.example.metadata, opts.stratify) is not None else "(none)" for r in kept}
-        by_stratum: dict[str, list[list[int]]] = defaultdict(list)
-        for u in units:
-            lab = Counter(label_of[i] for i in u).most_common()
-            best = sorted(lab, key=lambda x: (-x[1], x[0]))[0][0]
-            by_stratum[best].append(u)
-        strata_report = {}
-        for lab in sorted(by_stratum):
-            a = assign_units(by_stratum[lab], opts.split, rng)
-            assignment.update(a)
-            c = Counter(a.values())
-            strata_report[lab] = {SPLITS[s]: c.get(s, 0) for s in range(3)}
-        if not any(v == 0 for v in assignment.values()):  # never an empty train split
-            first_unit = units[0]
-            for i in first_unit:
-                assignment[i] = 0
+        assignment, strata_report = _assign_stratified(kept, units, opts, rng)
     else:
         assignment = assign_units(units, opts.split, rng)
-    split_rows: dict[int, list[Row]] = {0: [], 1: [], 2: []}
+    out: dict[int, list[Row]] = {0: [], 1: [], 2: []}
     for r in kept:
-        split_rows[assignment[r.index]].append(r)
+        out[assignment[r.index]].append(r)
+    return Split(rows=out, units=units, group_missing=group_missing, strata=strata_report)
 
-    timings["split"] = time.time() - t1
-    t1 = time.time()
-    # ---- leakage re-check
-    leakage = _check_leakage(split_rows, keys, index)
-    if opts.group_by:
-        seen: dict[str, int] = {}
-        bad = set()
-        for s in range(3):
-            for r in split_rows[s]:
-                v = lookup(r.fields, r.example.metadata, opts.group_by)
-                if v is None:
-                    continue
-                k = _hashable(v)
-                if k in seen and seen[k] != s:
-                    bad.add(k)
-                seen.setdefault(k, s)
-        leakage["group"] = len(bad)
-    else:
+
+def _assign_stratified(kept: list[Row], units: list[list[int]], opts: Options,
+                       rng: random.Random) -> tuple[dict[int, int], dict[str, dict[str, int]]]:
+    label_of = {r.index: _hashable(lookup(r.fields, r.example.metadata, opts.stratify)) if
+                lookup(r.fields, r.example.metadata, opts.stratify) is not None else "(none)" for r in kept}
+    by_stratum: dict[str, list[list[int]]] = defaultdict(list)
+    for u in units:
+        lab = Counter(label_of[i] for i in u).most_common()
+        best = sorted(lab, key=lambda x: (-x[1], x[0]))[0][0]
+        by_stratum[best].append(u)
+    assignment: dict[int, int] = {}
+    strata_report: dict[str, dict[str, int]] = {}
+    for lab in sorted(by_stratum):
+        a = assign_units(by_stratum[lab], opts.split, rng)
+        assignment.update(a)
+        c = Counter(a.values())
+        strata_report[lab] = {SPLITS[s]: c.get(s, 0) for s in range(3)}
+    if not any(v == 0 for v in assignment.values()):  # never an empty train split
+        for i in units[0]:
+            assignment[i] = 0
+    return assignment, strata_report
+
+
+def check_split_leakage(sp: Split, dd: Deduped, opts: Options) -> dict[str, Any]:
+    """Stage 6 (verify): exact / near-duplicate / group leakage across splits, re-checked."""
+    leakage = _check_leakage(sp.rows, dd.keys, dd.index)
+    if not opts.group_by:
         leakage["group"] = None
+        return leakage
+    seen: dict[str, int] = {}
+    bad = set()
+    for s in range(3):
+        for r in sp.rows[s]:
+            v = lookup(r.fields, r.example.metadata, opts.group_by)
+            if v is None:
+                continue
+            k = _hashable(v)
+            if k in seen and seen[k] != s:
+                bad.add(k)
+            seen.setdefault(k, s)
+    leakage["group"] = len(bad)
+    return leakage
 
-    timings["leakage_check"] = time.time() - t1
-    t1 = time.time()
-    # ---- mix
-    mix = mix_report([(r.example, _tags(lookup(r.fields, r.example.metadata, opts.tag_field)) if opts.tag_field else [])
-                      for r in kept], opts.target_mix, opts.tag_field)
 
-    # ---- write
+def build_manifest(opts: Options, inputs_info: list[dict[str, Any]], rows: list[Row], n_converted: int,
+                   fmt_counts: Counter, counts: dict[str, int], warn_codes: Counter, dd: Deduped, sp: Split,
+                   leakage: dict[str, Any], mix: dict[str, Any], oc_stats: dict[str, Any] | None) -> dict[str, Any]:
+    removed = dd.removed
+    n_exact = sum(1 for d in removed if d["reason"] == "exact_duplicate")
+    n_near = sum(1 for d in removed if d["reason"] == "near_duplicate")
     manifest: dict[str, Any] = {
         "tool": "prepare_data", "manifest_version": 1, "seed": opts.seed,
         "parameters": {
@@ -1229,83 +672,149 @@ def prepare(opts: Options) -> cli.Result:
             "min_samples": opts.min_samples, "keep_inbound_metadata": opts.keep_inbound_metadata,
             "tools_file": Path(opts.tools_file).name if opts.tools_file else None},
         "inputs": inputs_info,
-        "counts": {"input_rows": n_input, "converted": len(converted),
+        "counts": {"input_rows": len(rows), "converted": n_converted,
                    "unconvertible": sum(1 for r in rows if r.error),
-                   "exact_duplicates": sum(1 for d in removed if d["reason"] == "exact_duplicate"),
-                   "near_duplicates": sum(1 for d in removed if d["reason"] == "near_duplicate"),
-                   "kept": len(kept), "train": len(split_rows[0]), "validation": len(split_rows[1]),
-                   "test": len(split_rows[2]), "removed": len(removed)},
+                   "exact_duplicates": n_exact, "near_duplicates": n_near,
+                   "kept": len(dd.kept), "train": len(sp.rows[0]), "validation": len(sp.rows[1]),
+                   "test": len(sp.rows[2]), "removed": len(removed)},
         "formats": dict(sorted(fmt_counts.items())),
         "normalisation": dict(sorted(counts.items())),
         "check_warnings": dict(sorted(warn_codes.items())),
-        "dedup": {"exact_removed": sum(1 for d in removed if d["reason"] == "exact_duplicate"),
-                  "near_removed": sum(1 for d in removed if d["reason"] == "near_duplicate"),
+        "dedup": {"exact_removed": n_exact, "near_removed": n_near,
                   "near_dup_enabled": opts.near_dup, "threshold": opts.near_dup_threshold,
-                  "kept_near_dup_pairs": near_pairs if opts.keep_near_dups else 0,
-                  "method": "MinHash LSH (datasketch) candidates verified by exact Jaccard of hashed word 3-shingles of the conversation without system prompt", "lsh_bands_rows": list(index.params) if index is not None else None},
-        "split": {"ratios": list(opts.split), "targets": dict(zip(SPLITS, split_targets(len(kept), opts.split))),
-                  "units": len(units), "group_by": opts.group_by, "group_missing": group_missing if opts.group_by else None,
-                  "stratify": strata_report},
+                  "kept_near_dup_pairs": dd.near_pairs if opts.keep_near_dups else 0,
+                  "method": "MinHash LSH (datasketch) candidates verified by exact Jaccard of hashed word 3-shingles "
+                            "of the conversation without system prompt",
+                  "lsh_bands_rows": list(dd.index.params) if dd.index is not None else None},
+        "split": {"ratios": list(opts.split), "targets": dict(zip(SPLITS, split_targets(len(dd.kept), opts.split))),
+                  "units": len(sp.units), "group_by": opts.group_by,
+                  "group_missing": sp.group_missing if opts.group_by else None, "stratify": sp.strata},
         "leakage": leakage,
         "mix": mix,
         "files": {},
     }
-    if is_oc:
+    if oc_stats is not None:
         manifest["openclaw"] = oc_stats
-    assert manifest["counts"]["input_rows"] == len(kept) + len(removed), "row accounting broke"
+    assert manifest["counts"]["input_rows"] == len(dd.kept) + len(removed), "row accounting broke"
+    return manifest
 
+
+def write_outputs(out_dir: Path, manifest: dict[str, Any], sp: Split, removed: list[dict[str, Any]],
+                  opts: Options, timings: dict[str, float]) -> dict[str, Any] | None:
+    """Stage 7 (write): the splits, removed.jsonl and manifest.json, atomically; the validator
+    library runs on the written splits before the directory is moved into place."""
     validation = None
+    t1 = time.time()
     with jsonl.atomic_dir(out_dir, force=opts.force, inputs=opts.inputs) as tmp:
         names = {0: "train.jsonl", 1: "validation.jsonl", 2: "test.jsonl"}
         for s, name in names.items():
-            jsonl.write_jsonl(tmp / name, (r.line_obj for r in split_rows[s]), force=True)
+            jsonl.write_jsonl(tmp / name, (r.line_obj for r in sp.rows[s]), force=True)
         jsonl.write_jsonl(tmp / "removed.jsonl", removed, force=True)
         for name in list(names.values()) + ["removed.jsonl"]:
             n = sum(1 for _ in open(tmp / name, "rb"))
             manifest["files"][name] = {"rows": n, "sha256": jsonl.sha256_file(tmp / name)}
-        timings["mix_write"] = time.time() - t1
+        timings["mix_write"] += time.time() - t1
         t1 = time.time()
         if opts.validate:
-            validation = _validate(tmp, [names[s] for s in range(3) if split_rows[s]], out_dir)
+            validation = _validate(tmp, [names[s] for s in range(3) if sp.rows[s]], out_dir)
             if validation is not None:
                 manifest["validation"] = {"valid": validation.get("valid"),
                                           "errors": sum(len(f.get("errors", [])) for f in validation.get("files", [])),
                                           "warnings": sum(len(f.get("warnings", [])) for f in validation.get("files", []))}
         jsonl.write_json(tmp / "manifest.json", manifest, force=True)
     timings["validate"] = time.time() - t1
-    outputs = [out_dir / n for n in ("train.jsonl", "validation.jsonl", "test.jsonl", "removed.jsonl", "manifest.json")]
+    return validation
 
+
+def run_warnings(sp: Split, opts: Options, mix: dict[str, Any]) -> list[str]:
     warnings = []
     try:
         from .validate import MIN_EXAMPLES
     except ImportError:
         MIN_EXAMPLES = 10
-    if len(split_rows[0]) < MIN_EXAMPLES:
-        warnings.append(f"the train split has {len(split_rows[0])} examples; OpenAI fine-tuning requires at "
+    if len(sp.rows[0]) < MIN_EXAMPLES:
+        warnings.append(f"the train split has {len(sp.rows[0])} examples; OpenAI fine-tuning requires at "
                         f"least {MIN_EXAMPLES} (improvements usually start at 50-100)")
-    if any(len(split_rows[s]) == 0 for s in (1, 2)) and any(opts.split[s] > 0 for s in (1, 2)):
+    if any(len(sp.rows[s]) == 0 for s in (1, 2)) and any(opts.split[s] > 0 for s in (1, 2)):
         warnings.append("validation and/or test split is empty (too few examples/groups for the requested split)")
     if mix["short"]:
         warnings.append("short of the target mix: " + ", ".join(mix["short"]))
+    return warnings
+
+
+def report(out_dir: Path, opts: Options, manifest: dict[str, Any], dd: Deduped, validation: dict[str, Any] | None,
+           warnings: list[str], timings: dict[str, float], t0: float) -> cli.Result:
+    """Stage 8 (report): the --json document, the human summary and the exit code."""
+    leakage, removed = manifest["leakage"], dd.removed
     blocking = []
     if any(v for k, v in leakage.items() if k in ("exact", "near_dup", "group") and v):
         blocking.append("leakage across splits")
     if validation is not None and not validation.get("valid", True):
         blocking.append("the validator found errors")
-    data = {"output_dir": str(out_dir), "files": {k: {**v, "path": str(out_dir / k)} for k, v in manifest["files"].items()},
+    data = {"output_dir": str(out_dir),
+            "files": {k: {**v, "path": str(out_dir / k)} for k, v in manifest["files"].items()},
             "counts": manifest["counts"], "formats": manifest["formats"], "normalisation": manifest["normalisation"],
             "check_warnings": manifest["check_warnings"], "dedup": manifest["dedup"], "split": manifest["split"],
-            "leakage": leakage, "mix": mix, "removed_reasons": dict(Counter(d["reason"] for d in removed)),
+            "leakage": leakage, "mix": manifest["mix"], "removed_reasons": dict(Counter(d["reason"] for d in removed)),
             "removed_codes": dict(Counter(d.get("code") for d in removed if d.get("code"))),
             "openclaw": manifest.get("openclaw"), "validation": validation, "warnings": warnings,
             "blocking": blocking,
             "timings": {k: round(v, 3) for k, v in timings.items()}, "seconds": round(time.time() - t0, 2)}
     text = _human(data, manifest, validation)
+    outputs = [out_dir / n for n in ("train.jsonl", "validation.jsonl", "test.jsonl", "removed.jsonl", "manifest.json")]
     return cli.Result(data, text, exit_code=1 if blocking else 0,
                       inputs=[i for i in opts.inputs if Path(i).is_file()] + ([opts.tools_file] if opts.tools_file else []),
                       outputs=outputs,
                       summary={k: manifest["counts"][k] for k in ("input_rows", "kept", "train", "validation", "test",
                                                                  "removed")})
+
+
+def prepare(opts: Options) -> cli.Result:
+    """read -> convert -> clean -> dedup -> split -> verify -> write -> report (see the module doc)."""
+    t0 = time.time()
+    out_dir = check_output_dir(opts)
+    tools = load_tools_file(opts.tools_file) if opts.tools_file else None
+    ctx = ReadContext(opts=opts, counts={}, stats={}, tools=tools)
+    rows, inputs_info = read_inputs(opts, ctx)
+    fmt_counts, warn_codes = convert_and_clean(rows, opts, ctx)
+    is_oc = any(i["format"] == "openclaw" for i in inputs_info)
+    converted = check_enough(rows, is_oc, opts, ctx.stats)
+    timings = {"read_convert": time.time() - t0}
+
+    t1 = time.time()
+    dd = dedup_rows(rows, converted, opts)
+    timings["dedup"] = time.time() - t1
+    t1 = time.time()
+    sp = split_rows(dd, opts)
+    timings["split"] = time.time() - t1
+    t1 = time.time()
+    leakage = check_split_leakage(sp, dd, opts)
+    timings["leakage_check"] = time.time() - t1
+
+    t1 = time.time()
+    mix = mix_report([(r.example, _tags(lookup(r.fields, r.example.metadata, opts.tag_field)) if opts.tag_field else [])
+                      for r in dd.kept], opts.target_mix, opts.tag_field)
+    manifest = build_manifest(opts, inputs_info, rows, len(converted), fmt_counts, ctx.counts, warn_codes, dd, sp,
+                              leakage, mix, ctx.stats if is_oc else None)
+    timings["mix_write"] = time.time() - t1
+    validation = write_outputs(out_dir, manifest, sp, dd.removed, opts, timings)
+    return report(out_dir, opts, manifest, dd, validation, run_warnings(sp, opts, mix), timings, t0)
+
+
+def load_tools_file(path: str) -> list[dict[str, Any]]:
+    """The tool definitions of a ``--tools FILE``: a JSON list (or ``{"tools": [...]}``) of objects;
+    UsageError (exit 2) when unreadable or of another shape."""
+    p = jsonl.check_readable(path)
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise UsageError(f"--tools {p}: not a JSON file ({exc})") from exc
+    if isinstance(data, dict) and isinstance(data.get("tools"), list):
+        data = data["tools"]
+    if not isinstance(data, list) or not all(isinstance(t, dict) for t in data):
+        raise UsageError(f"--tools {p}: expected a JSON list of tool definitions")
+    return data
+
 
 
 def _check_leakage(split_rows: dict[int, list[Row]], keys: dict[int, str],
