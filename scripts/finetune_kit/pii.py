@@ -750,6 +750,52 @@ class RedactionSession:
                 "nlp": self.scanner.engine.choice.to_dict(), "languages": language_report(self.scanner)}
 
 
+@dataclass
+class RedactSpec:
+    """What ``prepare_data.py --redact MODE`` asks for (the same engine and modes as scan_pii.py)."""
+    mode: str = "pseudonym"
+    nlp: str = "auto"
+    entities: str = "default"
+    patterns: list[tuple[str, str]] = field(default_factory=list)
+    allow_list: str | None = None
+    deny_list: str | None = None
+    salt: str | None = None
+    language: str = "en"
+
+    def check(self) -> None:
+        """Validate everything cheap (mode, salt, lists, patterns) before the slow work starts."""
+        Redactor(self.mode, self.salt)
+        load_user_lists(self.allow_list, self.deny_list)
+
+    def apply(self, rows: Sequence[Any]) -> dict[str, Any]:
+        """Redact prepare's rows in place before dedup/split/write: each converted row's output line
+        (and example), each unreadable row's raw content and error detail - one engine, one value
+        index and one pseudonym table for the whole run. Returns the manifest's ``redaction``."""
+        from . import chat
+
+        if "hf:" not in self.nlp and "trf" not in self.nlp:
+            import_presidio_lean()
+        engine = build_engine(self.nlp, language=self.language, entities=self.entities,
+                              custom_patterns=self.patterns)
+        session = RedactionSession(Scanner(engine), self.mode, self.salt,
+                                   load_user_lists(self.allow_list, self.deny_list))
+        conv = [r for r in rows if r.line_obj is not None and r.example is not None]
+        errs = [r for r in rows if r.error]
+        out = session.redact_objects([r.line_obj for r in conv] + [{"raw": r.raw, "error": r.error} for r in errs])
+        for r, obj in zip(conv, out[:len(conv)]):
+            model, _ = chat.check_record(obj, "chat", r.line)
+            if model is None:  # cannot happen for placeholders in text; keep the row out rather than raw
+                r.error, r.example, r.line_obj, r.raw = {"reason": "unconvertible", "code": "redaction_broke_line",
+                                                         "detail": "the redacted line is not valid"}, None, None, obj
+                continue
+            r.line_obj, r.example = obj, chat.as_chat(model)
+        for r, obj in zip(errs, out[len(conv):]):
+            r.raw, r.error = obj["raw"], obj["error"]
+        summary = session.summary()
+        summary["order"] = "redacted after convert/clean, before dedup, split and write"
+        return summary
+
+
 def _check_has_data(src: Path, st: Counter) -> None:
     if st["lines"] == 0 or st["lines"] == st["blank_lines"]:
         raise UsageError(f"{src} is empty: nothing to scan")

@@ -95,6 +95,7 @@ class Options:
     tools_file: str | None = None
     force: bool = False
     validate: bool = True
+    redact: Any = None  # a pii.RedactSpec: redact every row before dedup/split/write (--redact MODE)
 
 
 
@@ -777,6 +778,7 @@ def prepare(opts: Options) -> cli.Result:
     ctx = ReadContext(opts=opts, counts={}, stats={}, tools=tools)
     rows, inputs_info = read_inputs(opts, ctx)
     fmt_counts, warn_codes = convert_and_clean(rows, opts, ctx)
+    redaction = opts.redact.apply(rows) if opts.redact else None  # PII out before anything is copied
     is_oc = any(i["format"] == "openclaw" for i in inputs_info)
     converted = check_enough(rows, is_oc, opts, ctx.stats)
     timings = {"read_convert": time.time() - t0}
@@ -796,6 +798,8 @@ def prepare(opts: Options) -> cli.Result:
                       for r in dd.kept], opts.target_mix, opts.tag_field)
     manifest = build_manifest(opts, inputs_info, rows, len(converted), fmt_counts, ctx.counts, warn_codes, dd, sp,
                               leakage, mix, ctx.stats if is_oc else None)
+    if redaction:
+        manifest["redaction"] = redaction
     timings["mix_write"] = time.time() - t1
     validation = write_outputs(out_dir, manifest, sp, dd.removed, opts, timings)
     return report(out_dir, opts, manifest, dd, validation, run_warnings(sp, opts, mix), timings, t0)
