@@ -129,16 +129,16 @@ def resolve_nlp(spec: str, language: str = "en") -> NlpChoice:
     spec = (spec or "auto").strip()
     if spec == "patterns":
         return NlpChoice("patterns", requested=spec, warning=(
-            "pattern-only mode (--nlp patterns): LOCATION is not detected and PERSON only after explicit "
-            "cues (My name is, Name:, Dear, Mr./Ms.)"))
+            "pattern-only mode (--nlp patterns): LOCATION only as country names or after cues (I live in), "
+            "PERSON only after explicit cues (My name is, Name:, Dear, Mr./Ms.)"))
     if spec == "auto":
         found = installed_spacy_models(language)
         if found:
             return NlpChoice("spacy", found[0], requested=spec)
         return NlpChoice("patterns", requested=spec, warning=(
             f"no spaCy '{language}' pipeline is installed, so this scan is PATTERN-ONLY: places (LOCATION) "
-            f"are NOT detected and person names (PERSON) only after explicit cues such as 'My name is' or "
-            f"'Dear' - most names are missed. To detect them, {_install_hint(language)}; "
+            f"only as country names or after cues ('I live in'), person names (PERSON) only after explicit "
+            f"cues such as 'My name is' or 'Dear' - most names and places are missed. To detect them, {_install_hint(language)}; "
             f"pass --nlp patterns to acknowledge pattern-only mode"))
     if spec.startswith("hf:"):
         return _resolve_hf(spec)

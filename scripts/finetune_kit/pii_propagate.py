@@ -187,6 +187,8 @@ def _trim_name(text: str, h):
     "Order ORD-566726" -> nothing)."""
     value = text[h.start:h.end]
     toks = [(m.start(), m.end()) for m in re.finditer(r"\S+", value)]
+    while len(toks) > 1 and value[toks[0][0]:toks[0][1]].strip(",.!:;").casefold() in _LEAD_WORDS:
+        toks.pop(0)  # "Sorry Anna", "Dear Mr Smith" -> the name only
     while toks and (is_id_shaped(value[toks[0][0]:toks[0][1]]) or not any(c.isalpha() for c in value[toks[0][0]:toks[0][1]])):
         toks.pop(0)
     while toks and (is_id_shaped(value[toks[-1][0]:toks[-1][1]]) or not any(c.isalpha() for c in value[toks[-1][0]:toks[-1][1]])
@@ -200,6 +202,8 @@ def _trim_name(text: str, h):
     return h if (s, e) == (h.start, h.end) else type(h)(s, e, h.entity_type, h.score, h.source, h.canonical)
 
 
+_LEAD_WORDS = {"sorry", "hi", "hello", "hey", "dear", "thanks", "thank", "welcome", "sure", "ok", "okay", "yes", "no",
+               "mr", "mrs", "ms", "miss", "mx", "dr", "prof", "sir", "madam", "good", "morning", "congrats", "great"}
 _LABELS = {"phone", "email", "e-mail", "tel", "mobile", "fax", "address", "office", "cell", "date", "name"}
 _NOT_NAMES = {"order", "card", "studio", "ticket", "invoice", "agent", "customer", "sku", "item", "flat", "suite", "apt",
               "level", "unit", "hey", "hi", "hello", "thanks", "dear", "phone", "email", "e-mail", "tel", "mobile",
