@@ -52,6 +52,7 @@ _NER_MAPPING = {"PER": "PERSON", "PERSON": "PERSON", "NORP": "NRP", "FAC": "LOCA
 _NER_IGNORE = ["ORG", "ORGANIZATION", "CARDINAL", "EVENT", "LANGUAGE", "LAW", "MONEY", "ORDINAL",
                "PERCENT", "PRODUCT", "QUANTITY", "WORK_OF_ART", "MISC"]
 CUSTOM_PATTERN_SCORE = 0.85
+_NLP_RECOGNIZERS = ("SpacyRecognizer", "TransformersRecognizer", "StanzaRecognizer")
 MAX_NER_CHARS = 10_000            # longer texts go to the NLP pipeline in pieces (spaCy time/memory)
 _PIECE_OVERLAP = 200
 _CACHE_MAX_ITEMS = 50_000
@@ -276,11 +277,23 @@ class Engine:
         """The language-independent engine for texts without a NER pipeline (built on first use)."""
         if self.choice.mode == "patterns":
             return self
-        if self._fallback is None:
-            o = self._options
-            fb = _build_one(NlpChoice("patterns", requested="patterns"), self.language, o["entities"],
-                            self.threshold, self.regions, o["custom_patterns"], ner_only=False)
-            self._fallback = fb
+        if self._fallback is None:  # the primary's own recognizers minus NER, on the model-free engine
+            from presidio_analyzer import AnalyzerEngine, RecognizerRegistry
+            from presidio_analyzer.nlp_engine import NlpEngineProvider
+
+            nlp_engine = NlpEngineProvider(nlp_configuration={
+                "nlp_engine_name": "no_op", "models": [{"lang_code": self.language, "model_name": "no_op"}]}
+            ).create_engine()
+            registry = RecognizerRegistry(recognizers=[r for r in self.analyzer.registry.recognizers
+                                                       if type(r).__name__ not in _NLP_RECOGNIZERS],
+                                          supported_languages=[self.language])
+            analyzer = AnalyzerEngine(registry=registry, nlp_engine=nlp_engine, supported_languages=[self.language],
+                                      default_score_threshold=self.threshold)
+            supported = set(analyzer.get_supported_entities(self.language))
+            self._fallback = Engine(analyzer, nlp_engine, NlpChoice("patterns", requested="patterns",
+                                                                    language=self.language),
+                                    self.language, [e for e in self.entities if e in supported], self.threshold,
+                                    self.regions)
         return self._fallback
 
     def ner_for(self, language: str) -> "Engine | None":
@@ -309,7 +322,7 @@ def build_engine(nlp: str = "auto", *, language: str = "en", entities: Sequence[
         return eng
     built: dict[str, Engine] = {}
     for c in choices:
-        obj = _spacy_nlp if (_spacy_nlp is not None and c.mode == "spacy") else _load_pipeline(c, language)
+        obj = _load_pipeline(c, language, _spacy_nlp if c.mode == "spacy" else None)
         lang = c.language
         if lang in built:
             raise UsageError(f"--nlp: two pipelines for language '{lang}' ({built[lang].choice.model}, {c.model})")
@@ -327,10 +340,10 @@ def build_engine(nlp: str = "auto", *, language: str = "en", entities: Sequence[
     return primary
 
 
-def _load_pipeline(c: NlpChoice, language: str):
+def _load_pipeline(c: NlpChoice, language: str, preloaded=None):
     """Load a spaCy pipeline (sets c.language/c.version) or a transformers one (spaCy tokenizer + HF NER)."""
     if c.mode == "spacy":
-        nlp = load_spacy(c.model)
+        nlp = preloaded if preloaded is not None else load_spacy(c.model)
         meta = getattr(nlp, "meta", {}) or {}
         c.version = meta.get("version")
         c.language = meta.get("lang") or language
@@ -389,8 +402,7 @@ def _build_one(choice: NlpChoice, language: str, entities, threshold: float, reg
     registry = RecognizerRegistry(supported_languages=[language])
     if not ner_only:
         registry.load_predefined_recognizers(languages=[language], nlp_engine=nlp_engine)
-        registry.recognizers = [r for r in registry.recognizers if type(r).__name__ not in
-                                ("SpacyRecognizer", "TransformersRecognizer", "StanzaRecognizer")]
+        registry.recognizers = [r for r in registry.recognizers if type(r).__name__ not in _NLP_RECOGNIZERS]
     if choice.mode != "patterns":
         registry.add_nlp_recognizer(nlp_engine=nlp_engine)
     if not ner_only:
@@ -539,8 +551,16 @@ class Scanner:
                            if "PHONE_NUMBER" in engine.entities else 0)
         self.stats = Counter()
         self.routing = engine.route_languages if languages is None else bool(languages)
-        self.lang = LanguageStats(detector="py3langid" if pii_lang.available() else "script (py3langid missing)")
-        self._detect = pii_lang.detect if pii_lang.available() else self._script_only
+        has_ner = engine.choice.mode != "patterns" or bool(engine.ner)
+        if not has_ner:  # nothing to route: the script rule is enough for the per-language counts
+            self.lang = LanguageStats(detector="script (patterns only: no NER to route)")
+            self._detect = self._script_only
+        elif pii_lang.available():
+            self.lang = LanguageStats(detector="py3langid")
+            self._detect = pii_lang.detect
+        else:
+            self.lang = LanguageStats(detector="script (py3langid missing)")
+            self._detect = self._script_only
 
     def _script_only(self, text: str, default: str = "en") -> str:
         from . import pii_lang

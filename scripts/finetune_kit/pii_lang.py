@@ -19,6 +19,7 @@ import re
 import unicodedata
 from functools import lru_cache
 
+_SAMPLE = 400            # characters given to the classifier
 MIN_LETTERS = 12          # fewer letters: decided by script, else the main language
 # langid's codes that we fold into one pipeline language
 _FOLD = {"yue": "zh", "wuu": "zh", "zh-cn": "zh", "zh-tw": "zh", "nb": "no", "nn": "no"}
@@ -72,12 +73,12 @@ def _script_language(text: str) -> str | None:
 
 def detect(text: str, default: str = "en") -> str:
     """ISO 639-1 code of the text's language (``default`` when the text is too short to tell)."""
-    letters = sum(1 for ch in text if ch.isalpha())
+    letters = sum(1 for ch in text[:_SAMPLE] if ch.isalpha())
     if letters < MIN_LETTERS:
         return _script_language(text) or default
     # the letters of CJK text are few characters but many words: langid copes; code/markup does not
     # matter (it only moves a text between "NER" and "patterns only", patterns run on every text)
-    lang, prob = _identifier().classify(text)
+    lang, prob = _identifier().classify(text[:_SAMPLE])  # the start of a text tells its language
     lang = _FOLD.get(lang, lang)
     if prob < 0.5:
         return _script_language(text) or default
