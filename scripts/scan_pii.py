@@ -69,7 +69,7 @@ def build_parser():
                         "a directory that receives one redacted file per input, under the same name")
     d.add_argument("--mode", choices=["replace", "mask", "hash", "pseudonym"], default=None,
                    help="replace: <EMAIL_ADDRESS>; mask: ****@****.***; hash: <EMAIL_ADDRESS:3f9a1c2b7d4e> "
-                        "(salted HMAC); pseudonym (default): <PERSON_1>, consistent across the file")
+                        "(salted HMAC); pseudonym (default): <PERSON_1>, one per value across all files of the call")
     d.add_argument("--salt", help="secret salt for --mode hash (or env FT_PII_SALT); >= 16 characters")
     return p
 

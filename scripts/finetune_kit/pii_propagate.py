@@ -297,6 +297,8 @@ class ValueIndex:
             return
         if entity in NAME_TYPES and (not v[:1].isupper() or is_id_shaped(v, entity)):
             return  # lower-case NER guesses are too unreliable to search for everywhere
+        if entity in NAME_TYPES and score == NER_SCORE and " " not in v:
+            return  # a one-word NER guess ("Slack", "Casual") is not searched for in the whole dataset
         if v not in self._exact:
             self._exact[v] = Known(entity, v, score)
             self._rx = None
