@@ -793,6 +793,11 @@ class RedactSpec:
             r.raw, r.error = obj["raw"], obj["error"]
         summary = session.summary()
         summary["order"] = "redacted after convert/clean, before dedup, split and write"
+        if engine.choice.mode != "patterns" or engine.ner:
+            import sys
+
+            for ln in language_lines(summary["languages"])[1:]:
+                print("WARNING (--redact): " + ln.strip(), file=sys.stderr)
         return summary
 
 

@@ -266,7 +266,6 @@ class Engine:
     ner_only: bool = False                                    # names/places only (patterns run elsewhere)
     ner: dict[str, "Engine"] = field(default_factory=dict)    # language -> engine with NER ("xx": any)
     route_languages: bool = True
-    _options: dict[str, Any] = field(default_factory=dict)
     _fallback: "Engine | None" = None
 
     @property
@@ -336,7 +335,6 @@ def build_engine(nlp: str = "auto", *, language: str = "en", entities: Sequence[
             regions, custom_patterns)
     primary.ner = built
     primary.route_languages = route_languages
-    primary._options = {"entities": entities, "custom_patterns": list(custom_patterns)}
     return primary
 
 

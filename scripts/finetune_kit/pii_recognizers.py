@@ -361,7 +361,13 @@ _STREET_SUFFIX = (r"(?:Street|St|Avenue|Ave|Road|Rd|Boulevard|Blvd|Lane|Ln|Drive
                   r"|Square|Sq|Terrace|Ter|Way|Parkway|Pkwy|Highway|Hwy|Circle|Cir|Trail|Trl|Crescent"
                   r"|Cres|Close|Grove|Gardens|Gdns|Mews|Row|Hill|Walk|Park|Alley|Loop|Plaza|Ridge|Rise"
                   r"|View|Pike|Crossing|Heights|Green|Expressway|Expy|Freeway|Fwy|Turnpike|Point|Pt"
-                  r"|Run|Path|Commons|Center|Ctr|Junction|Landing|Meadows?|Pass|Port|Station|Estates?)")
+                  r"|Run|Path|Commons|Center|Ctr|Junction|Landing|Meadows?|Pass|Port|Station|Estates?"
+                  # USPS Publication 28 suffixes that are rarely ordinary words, and UK/AU ones
+                  r"|Cliffs?|Divide|Tollway|Rapids?|Plains?|Greens|Parks|Alleyway|Skyway|Throughway|Trafficway"
+                  r"|Stravenue|Bypass|Causeway|Crossroads?|Overpass|Underpass|Viaduct|Esplanade|Parade|Circuit|Quay"
+                  r"|Wharf|Knolls?|Shoals?|Bluffs?|Burgs?|Villages?|Canyon|Creek|Ferry|Harbou?r|Hollow|Manor|Orchard"
+                  r"|Prairie|Summit|Forks?|Glens?|Haven|Inlet|Isle|Lodge|Mills?|Springs?|Brooks?|Valley|Vista|Fords?"
+                  r"|Shores?|Ports|Lakes?|Islands?|Grove|Heights|Trace|Trafficway|Motorway|Crest|Bend|Cove|Dale)")
 _NAME_WORD = r"(?:[A-Z][A-Za-z'’.-]*|\d{1,3}(?:st|nd|rd|th)|[NSEW]\.?|Mc[A-Z][a-z]+)"
 _UNIT = r"(?:,?\s+(?:Apt|Apartment|Suite|Ste|Unit|Flat|Fl|Floor|Room|Rm|Bldg|#)\.?\s*#?\s?[A-Za-z0-9-]{1,6})"
 _US_TAIL = (r"(?:,\s*[A-Z][A-Za-z.'-]+(?:\s[A-Z][A-Za-z.'-]+){0,3},?\s+"
