@@ -119,9 +119,12 @@ def handle(args) -> cli.Result:
         raise UsageError("--salt only applies to --redact with --mode hash")
     from finetune_kit import jsonl
 
-    for f in args.file:
-        if jsonl.check_readable(f).stat().st_size == 0:
-            raise UsageError(f"{f} is empty: nothing to scan")
+    empty = [f for f in args.file if jsonl.check_readable(f).stat().st_size == 0]
+    if empty and len(empty) == len(args.file):
+        raise UsageError(f"{empty[0]} is empty: nothing to scan")
+    for f in empty:  # e.g. an empty validation split next to train.jsonl
+        print(f"note: {f} is empty: skipped (nothing to scan or redact)", file=sys.stderr)
+    args.file = [f for f in args.file if f not in empty]
     if args.redact:
         if len(args.file) == 1:
             jsonl.check_output(args.redact, force=args.force, inputs=args.file)

@@ -143,8 +143,9 @@ def test_cross_file_pseudonyms_and_rescan_passes_fail_on_any(tmp_path):
     code, doc = run_json("scan_pii", out / "train.jsonl", out / "valid.jsonl", out / "test.jsonl", "--nlp",
                          "patterns", "--fail-on", "any")
     assert code == 0 and doc["total_findings"] == 0, doc["findings"]
-    code, doc = run_json("scan_pii", d / "train.jsonl", d / "valid.jsonl", "--nlp", "patterns", "--redact",
-                         tmp_path / "exists.jsonl")
+    (d / "empty.jsonl").write_text("", encoding="utf-8")  # an empty split next to the others: skipped
+    code, doc = run_json("scan_pii", d / "train.jsonl", d / "valid.jsonl", d / "empty.jsonl", "--nlp", "patterns",
+                         "--redact", tmp_path / "exists.jsonl")
     assert code == 0  # several inputs: OUT is a directory (created)
     assert (tmp_path / "exists.jsonl" / "train.jsonl").is_file()
 
