@@ -609,9 +609,9 @@ class Scanner:
 
     def _has_ner(self, lang: str) -> bool:
         eng = self.engine
-        if lang == eng.language:
-            return eng.choice.mode != "patterns"
-        return eng.ner_for(lang) is not None and self.routing
+        if lang == eng.language and eng.choice.mode != "patterns":
+            return True
+        return eng.ner_for(lang) is not None
 
     def analyze(self, texts: Sequence[str]) -> list[list[Hit]]:
         out: list[list[Hit] | None] = [None] * len(texts)
