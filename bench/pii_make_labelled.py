@@ -12,12 +12,18 @@ it is NOT a project dependency. Install it beside the project, e.g.
     pip install --target /tmp/pe-target --no-deps presidio-evaluator==0.3.2 faker python-dotenv
 and run  python bench/pii_make_labelled.py --pe-path /tmp/pe-target
 (the generated file is committed, so bench/pii.py does not need presidio-evaluator).
-Output line: {"text", "spans": [[ENTITY, start, end], ...], "group", "source"}.
+Output line: {"text", "spans": [[ENTITY, start, end], ...], "group", "source", "template", "split"}.
+
+Held-out discipline: every row records its template (a short hash of the template text) and a
+split decided by that hash - ``tune`` or ``heldout``, about half of the templates each - so no
+template of the held-out half is ever seen while tuning (split by template, not by row).
+bench/pii.py reports the held-out rows only.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import random
@@ -58,10 +64,19 @@ def unescape(text: str, spans: list) -> tuple[str, list]:
     return new, [[e, remap[s], remap[t]] for e, s, t in spans]
 
 
+def template_key(template: str) -> str:
+    return hashlib.sha1(template.strip().encode("utf-8")).hexdigest()[:10]
+
+
+def split_of(template_key: str) -> str:
+    """Half of the templates are held out, chosen by their hash (stable, independent of the sampling)."""
+    return "heldout" if int(template_key, 16) % 2 else "tune"
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--pe-path", help="directory where presidio-evaluator was installed with pip --target")
-    ap.add_argument("--per-group", type=int, default=120)
+    ap.add_argument("--per-group", type=int, default=170)
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--out", default=str(HERE / "data" / "pii_labelled.jsonl"))
     a = ap.parse_args(argv)
@@ -80,8 +95,9 @@ def main(argv=None) -> int:
         for s in faker.generate_new_fake_sentences(a.per_group):
             spans = [[sp.entity_type, sp.start_position, sp.end_position] for sp in s.spans]
             text, spans = unescape(s.full_text, spans)
+            tid = template_key(subset[s.template_id])
             rows.append({"text": text, "spans": sorted(spans, key=lambda x: x[1]), "group": group,
-                         "source": "presidio-evaluator 0.3.2"})
+                         "source": "presidio-evaluator 0.3.2", "template": tid, "split": split_of(tid)})
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     with open(a.out, "w", encoding="utf-8") as fh:
         for r in rows:

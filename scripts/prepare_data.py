@@ -29,7 +29,7 @@ def build_parser():
                          "tickets.csv --prompt-column question --completion-column answer "
                          "--group-by customer_id --output-dir data/",
                          "--from openclaw --agent-id main --date-range 2026-01-01..2026-03-31 "
-                         "--min-samples 50 --output-dir data/"))
+                         "--min-samples 50 --redact pseudonym --output-dir data/"))
     p.add_argument("inputs", nargs="*", metavar="INPUT",
                    help="input file(s) (.jsonl/.json/.csv/.tsv) or, with --from openclaw, " + oc.SOURCES_HELP +
                         " (default: $OPENCLAW_STATE_DIR or ~/.openclaw)")
@@ -93,7 +93,37 @@ def build_parser():
     p.add_argument("--coerce", action="store_true",
                    help="convert rows that need a fix the validator calls an error ('content': 42 -> '42', "
                         "{'conversation': [...]}, tool calls without arguments); default: removed with its code")
+    g = p.add_argument_group("PII redaction before anything is split or written (same engine as scan_pii.py)")
+    g.add_argument("--redact", metavar="MODE", choices=["replace", "mask", "hash", "pseudonym"],
+                   help="redact PII/secrets in every row (splits AND removed.jsonl) with this mode: pseudonym "
+                        "(<PERSON_1>, one per value across the whole run), replace, mask or hash (needs --salt "
+                        "or FT_PII_SALT)")
+    g.add_argument("--nlp", default="auto", metavar="auto|patterns|MODEL[,MODEL]",
+                   help="NER for --redact, as scan_pii.py --nlp (default auto)")
+    g.add_argument("--entities", default="default", metavar="LIST", help="as scan_pii.py --entities")
+    g.add_argument("--pattern", action="append", default=[], metavar="NAME=REGEX", help="as scan_pii.py --pattern")
+    g.add_argument("--deny-list", metavar="FILE", help="as scan_pii.py --deny-list")
+    g.add_argument("--allow-list", metavar="FILE", help="as scan_pii.py --allow-list")
+    g.add_argument("--salt", help="secret salt for --redact hash (or env FT_PII_SALT)")
     return p
+
+
+def _redact_spec(args):
+    from finetune_kit.errors import UsageError
+
+    if not args.redact:
+        if args.pattern or args.deny_list or args.allow_list or args.salt or args.nlp != "auto" \
+                or args.entities != "default":
+            raise UsageError("--nlp/--entities/--pattern/--deny-list/--allow-list/--salt only apply with --redact MODE")
+        return None
+    from finetune_kit import pii
+
+    salt = args.salt or (os.environ.get("FT_PII_SALT") if args.redact == "hash" else None)
+    spec = pii.RedactSpec(mode=args.redact, nlp=args.nlp, entities=args.entities,
+                          patterns=pii.parse_patterns(args.pattern), allow_list=args.allow_list,
+                          deny_list=args.deny_list, salt=salt)
+    spec.check()
+    return spec
 
 
 def handle(args) -> cli.Result:
@@ -109,7 +139,7 @@ def handle(args) -> cli.Result:
         tools_file=args.tools_file, force=args.force, tokenizer=args.tokenizer, model=args.model,
         max_tokens=args.max_tokens, keep_unanswered_tool_calls=args.keep_unanswered_tool_calls,
         include_deleted=args.include_deleted, coerce=args.coerce, min_examples=args.min_examples,
-        near_dup_removed=args.near_dup_removed)
+        near_dup_removed=args.near_dup_removed, redact=_redact_spec(args))
     return prep.prepare(opts)
 
 

@@ -17,23 +17,40 @@ from finetune_kit.errors import UsageError  # noqa: E402
 def build_parser():
     p = cli.make_parser(
         "scan_pii",
-        "Find PII and secrets in every message text and tool-call argument of a training JSONL file\n"
-        "(presidio + this skill's secret/address recognizers). Reports locations and masked previews,\n"
-        "never raw values (unless --show-values). --redact writes a new redacted file (the input is\n"
-        "never modified). Nothing is downloaded: --nlp auto uses an installed spaCy pipeline for names\n"
-        "and places, else pattern-only mode with a warning. Exit 1 with --fail-on when found.",
+        "Find PII and secrets in every message text and tool-call argument of training JSONL files\n"
+        "(presidio + this skill's secret/address/home-path recognizers). Reports locations and masked\n"
+        "previews, never raw values (unless --show-values). --redact writes new redacted files (inputs are\n"
+        "never modified): every occurrence of a detected value is redacted, in every message and every\n"
+        "file given together, with one pseudonym. Each text's language is detected; names/places are\n"
+        "searched only with a NER pipeline for that language. Nothing is downloaded: --nlp auto uses an\n"
+        "installed spaCy pipeline, else pattern-only mode with a warning. Exit 1 with --fail-on when found.",
         cli.examples_for("scan_pii", "data/train.jsonl --fail-on any",
-                         "data/train.jsonl --redact data/train.redacted.jsonl --mode pseudonym",
-                         "data/train.jsonl --nlp patterns --entities EMAIL_ADDRESS,PHONE_NUMBER,secrets "
+                         "data/train.jsonl data/valid.jsonl --redact data/redacted/ --mode pseudonym "
+                         "--pattern ORDER_ID='ORD-\\d{5}' --deny-list customers.txt",
+                         "data/train.jsonl --nlp patterns --entities default,-LOCATION,-PERSON "
                          "--phone-regions US,GB --json"))
-    p.add_argument("file", nargs="?", help="JSONL file (chat, prompt-completion or preference lines)")
+    p.add_argument("file", nargs="*", help="JSONL file(s) (chat, prompt-completion or preference lines); several "
+                                           "files (train/validation/test) are scanned and redacted as one dataset")
     g = p.add_argument_group("detection")
-    g.add_argument("--nlp", default="auto", metavar="auto|patterns|MODEL",
+    g.add_argument("--nlp", default="auto", metavar="auto|patterns|MODEL[,MODEL]",
                    help="auto (default): best installed spaCy English pipeline, else pattern-only; "
-                        "patterns: no NER (no PERSON/LOCATION); or a spaCy package name / pipeline directory")
+                        "patterns: no NER (no PERSON/LOCATION); or installed spaCy pipelines of any language "
+                        "(package names or directories, comma-separated, e.g. en_core_web_lg,zh_core_web_sm; "
+                        "xx_* pipelines serve every language); hf:MODEL[@LANG]: a Hugging Face "
+                        "token-classification model (directory or cached repo id) via presidio's transformers "
+                        "engine, for LANG (default: every language)")
     g.add_argument("--entities", default="default", metavar="LIST",
-                   help="comma list of entity types; keywords: default, secrets, all (see --list-entities). "
-                        "default = e-mail, phone, card, US SSN, IBAN, IP, street address, secrets, PERSON, LOCATION")
+                   help="comma list of entity types; keywords: default, secrets, all; -NAME drops one "
+                        "(default,-LOCATION). default = e-mail, phone, card, US SSN, IBAN, IP, street address, "
+                        "home-path user name, secrets, PERSON, LOCATION (see --list-entities)")
+    g.add_argument("--pattern", action="append", default=[], metavar="NAME=REGEX",
+                   help="your own entity (repeatable), e.g. ORDER_ID='ORD-\\d{5}'; a named group (?P<v>...) "
+                        "limits the span")
+    g.add_argument("--deny-list", metavar="FILE",
+                   help="values always redacted wherever they occur (case-insensitive, whole words): one per "
+                        "line, PERSON by default, `TYPE<TAB>value` to set the type (e.g. a CRM export of names)")
+    g.add_argument("--allow-list", metavar="FILE",
+                   help="values never reported or redacted (product names, staff aliases): one per line")
     g.add_argument("--threshold", type=cli.unit_float, default=0.4, help="minimum score 0-1 (default 0.4)")
     g.add_argument("--language", default="en", help="language code of the text (default en)")
     g.add_argument("--phone-regions", default="default", metavar="LIST",
@@ -49,10 +66,12 @@ def build_parser():
                    help="include raw values in the report (DANGEROUS: the output then contains the PII)")
     r.add_argument("--limit", type=cli.nonneg_int, default=1000, help="findings listed in --json (default 1000; counts are always complete)")
     d = p.add_argument_group("redaction")
-    d.add_argument("--redact", metavar="OUT", help="write a redacted copy to OUT (atomic; never the input)")
+    d.add_argument("--redact", metavar="OUT",
+                   help="write a redacted copy to OUT (atomic; never the input); with several input files OUT is "
+                        "a directory that receives one redacted file per input, under the same name")
     d.add_argument("--mode", choices=["replace", "mask", "hash", "pseudonym"], default=None,
                    help="replace: <EMAIL_ADDRESS>; mask: ****@****.***; hash: <EMAIL_ADDRESS:3f9a1c2b7d4e> "
-                        "(salted HMAC); pseudonym (default): <PERSON_1>, consistent across the file")
+                        "(salted HMAC); pseudonym (default): <PERSON_1>, one per value across all files of the call")
     d.add_argument("--salt", help="secret salt for --mode hash (or env FT_PII_SALT); >= 16 characters")
     return p
 
@@ -93,6 +112,8 @@ def handle(args) -> cli.Result:
         return _list_entities(args)
     if not args.file:
         raise UsageError("give a JSONL file to scan (or --list-entities)")
+    lists = pii.load_user_lists(args.allow_list, args.deny_list)
+    patterns = pii.parse_patterns(args.pattern)
     if args.mode and not args.redact:
         raise UsageError("--mode only applies with --redact OUT")
     if args.limit < 0 or args.batch_size < 1:
@@ -110,17 +131,22 @@ def handle(args) -> cli.Result:
         raise UsageError("--salt only applies to --redact with --mode hash")
     from finetune_kit import jsonl
 
-    if jsonl.check_readable(args.file).stat().st_size == 0:
-        raise UsageError(f"{args.file} is empty: nothing to scan")
+    empty = [f for f in args.file if jsonl.check_readable(f).stat().st_size == 0]
+    if empty and len(empty) == len(args.file):
+        raise UsageError(f"{empty[0]} is empty: nothing to scan")
+    for f in empty:  # e.g. an empty validation split next to train.jsonl
+        print(f"note: {f} is empty: skipped (nothing to scan or redact)", file=sys.stderr)
+    args.file = [f for f in args.file if f not in empty]
     if args.redact:
-        jsonl.check_output(args.redact, force=args.force, inputs=[args.file])
+        if len(args.file) == 1:
+            jsonl.check_output(args.redact, force=args.force, inputs=args.file)
         pii.Redactor(mode, salt)  # validate mode/salt before the (slow) engine load
 
-    if "trf" not in args.nlp:  # transformer pipelines need torch
+    if "trf" not in args.nlp and "hf:" not in args.nlp:  # transformer pipelines need torch
         pii.import_presidio_lean()
     engine = pii.build_engine(args.nlp, language=args.language, entities=args.entities,
                               threshold=args.threshold, regions=pii.phone_regions(args.phone_regions),
-                              debug=args.debug)
+                              debug=args.debug, custom_patterns=patterns)
     if engine.choice.warning and engine.choice.requested == "auto":  # explicit --nlp patterns: JSON only
         cli.note("WARNING: " + engine.choice.warning)
     fail_on = None
@@ -137,14 +163,18 @@ def handle(args) -> cli.Result:
               file=sys.stderr)
     opts = pii.ScanOptions(fail_on=fail_on, show_values=args.show_values, limit=args.limit,
                            redact_out=args.redact, mode=mode, salt=salt, force=args.force,
-                           salt_source=salt_source)
-    doc = pii.scan_file(args.file, pii.Scanner(engine, batch_size=args.batch_size), opts)
+                           salt_source=salt_source, lists=lists)
+    doc = pii.scan_files(args.file, pii.Scanner(engine, batch_size=args.batch_size), opts)
+    if engine.choice.mode != "patterns" or engine.ner:
+        for ln in pii.language_lines(doc["languages"])[1:]:
+            print("WARNING: " + ln.lstrip(), file=sys.stderr)
     summary = {"total_findings": doc["total_findings"],
                "by_entity": {e: v["count"] for e, v in doc["summary"].items()},
                "nlp": doc["nlp"]["mode"], "failed": doc["failed"],
                "redaction_mode": mode if args.redact else None}
     return cli.Result(doc, pii.format_report(doc), exit_code=1 if doc["failed"] else 0,
-                      inputs=[args.file], outputs=[args.redact] if args.redact else [], summary=summary)
+                      inputs=list(args.file), outputs=[f["output"] for f in doc["files"] if f["output"]],
+                      summary=summary)
 
 
 def main(argv=None) -> int:

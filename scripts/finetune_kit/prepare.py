@@ -127,6 +127,7 @@ class Options:
     engine: str = "disk"
     near_dup_removed: str | None = None  # removed list from near_dedup_cluster.py (replaces the own near-dup search)
     workers: int | None = None  # MinHash worker processes of the disk engine (None: cores - 1)
+    redact: Any = None  # a pii.RedactSpec: redact every row before dedup/split/write (--redact MODE)
 
 
 
@@ -476,6 +477,7 @@ class ReadSummary:
     #                                                 and the report repeat them
     openclaw: dict[str, Any] | None = None          # the manifest's openclaw section (sessions, stripped,
     #                                                 dropped, windowing) when an input is OpenClaw
+    redaction: dict[str, Any] | None = None         # --redact: the manifest's redaction record
 
 
 def check_output_dir(opts: Options) -> Path:
@@ -629,7 +631,8 @@ def convert_and_clean(rows: list[Row], opts: Options, ctx: ReadContext) -> tuple
 def convert_and_clean_row(r: Row, opts: Options, ctx: ReadContext, fmt_counts: Counter, warn_codes: Counter) -> None:
     """Stages 2+3 on one row; both engines run every row through this (the disk engine as it
     streams), so every per-row step gives the same result in both."""
-    # Per-row hooks (e.g. PII redaction) belong in this function so both engines get them (rewrite r.pref too).
+    # Per-row hooks belong in this function so both engines get them (rewrite r.pref too). --redact is not
+    # per-row (a value found in one row is redacted in all): it runs over all rows on the in-memory engine.
     local: dict[str, int] = {}
     convert_row_to_chat(r, local, fmt_counts)
     _refuse_coercion(r, local, opts)
@@ -1005,6 +1008,7 @@ def report(out_dir: Path, opts: Options, manifest: dict[str, Any], out: Outcome,
 def run_in_memory(opts: Options, ctx: ReadContext, timings: dict[str, float], t0: float) -> tuple[ReadSummary, Outcome]:
     rows, inputs_info = read_inputs(opts, ctx)
     fmt_counts, warn_codes = convert_and_clean(rows, opts, ctx)
+    redaction = opts.redact.apply(rows) if opts.redact else None  # PII out before anything is copied
     is_oc = any(i["format"] == "openclaw" for i in inputs_info)
     converted = check_enough(rows, is_oc, opts, ctx.stats, ctx.warnings)
     timings["read_convert"] = time.time() - t0
@@ -1033,7 +1037,7 @@ def run_in_memory(opts: Options, ctx: ReadContext, timings: dict[str, float], t0
                   sizes=[len(sp.rows[s]) for s in range(3)], leakage=leakage, mix=mix, write=write,
                   input_rows=len(rows), converted=len(converted))
     return ReadSummary(inputs_info, fmt_counts, warn_codes, is_oc, said=ctx.warnings,
-                       openclaw=ctx.stats if is_oc else None), out
+                       openclaw=ctx.stats if is_oc else None, redaction=redaction), out
 
 
 @dataclass
@@ -1194,12 +1198,21 @@ def prepare(opts: Options) -> cli.Result:
     tools = load_tools_file(opts.tools_file) if opts.tools_file else None
     ctx = ReadContext(opts=opts, counts={}, stats={}, tools=tools)
     timings: dict[str, float] = {}
+    if opts.redact is not None and opts.engine == "disk":
+        # value propagation (a value found in one row is redacted in every row, one pseudonym per value)
+        # needs every row before anything is written: --redact holds the rows in memory
+        opts = replace(opts, engine="memory")
+        ctx.opts = opts
+        cli.note("note: --redact holds the rows in memory (a value found anywhere is redacted everywhere); "
+                 "for inputs larger than memory, split them and redact each part")
     if opts.engine == "memory":
         rd, out = run_in_memory(opts, ctx, timings, t0)
     else:
         rd, out = run_on_disk(opts, ctx, timings, t0, out_dir)
     try:
         manifest = build_manifest(opts, rd, ctx.counts, out)
+        if rd.redaction:
+            manifest["redaction"] = rd.redaction
         validation = write_outputs(out_dir, manifest, out, opts, timings)
     finally:
         out.close()
