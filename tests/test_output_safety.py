@@ -447,15 +447,15 @@ def test_judge_note_does_not_precede_an_input_error(tmp_path):
 # ------------------------------------------------------------------ 8. long texts reaching spaCy
 
 def test_ner_windows_cover_the_text_and_keep_offsets(monkeypatch):
-    from collections import Counter
 
-    from finetune_kit import pii
+    from finetune_kit import pii_engine
 
     text = "x " * 60000
-    wins = pii._ner_windows(text, Counter())
+    wins = pii_engine.split_long(text, pii_engine.MAX_NER_CHARS)
+    assert len(wins) > 1 and all(len(p) <= pii_engine.MAX_NER_CHARS for _o, p in wins)
     assert wins[0][0] == 0 and all(text[o:o + len(p)] == p for o, p in wins)
     assert wins[-1][0] + len(wins[-1][1]) == len(text)
-    assert all(a[0] + len(a[1]) - b[0] >= pii.NER_WINDOW_OVERLAP for a, b in zip(wins, wins[1:]))
+    assert all(a[0] + len(a[1]) - b[0] >= pii_engine._PIECE_OVERLAP for a, b in zip(wins, wins[1:]))
 
 
 def test_a_pathological_line_does_not_stall_ner_and_entities_are_still_found(monkeypatch):
@@ -469,7 +469,9 @@ def test_a_pathological_line_does_not_stall_ner_and_entities_are_still_found(mon
         pytest.skip(f"no NER engine: {exc}")
     if engine.choice.mode != "spacy":
         pytest.skip("no spaCy pipeline installed")
-    monkeypatch.setattr(pii, "NER_WINDOW_CHARS", 3000)  # several windows on a small text
+    from finetune_kit import pii_engine
+
+    monkeypatch.setattr(pii_engine, "MAX_NER_CHARS", 3000)  # several windows on a small text
     tail = " Please call John Smith, or write to john.smith@example.com."
     texts = ["[" * 20000 + tail, ("filler words here " * 400) + tail]
     import time

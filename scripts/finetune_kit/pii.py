@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
 from .errors import UsageError
-from .pii_engine import (CORE_ENTITIES, DEFAULT_ENTITIES, DEFAULT_PHONE_REGIONS, DEFAULT_THRESHOLD,  # noqa: F401
+from .pii_engine import (MAX_NER_CHARS, NER_MAX_RUN, CORE_ENTITIES, DEFAULT_ENTITIES, DEFAULT_PHONE_REGIONS, DEFAULT_THRESHOLD,  # noqa: F401
                          NER_ENTITIES, SECRET_ENTITIES, SPACY_CANDIDATES, Engine, Hit, NlpChoice, Scanner,
                          build_engine, import_presidio_lean, installed_spacy_models, load_spacy,
                          module_installed, naive_analyze, phone_min_digits, phone_regions, resolve_nlp,
@@ -668,7 +668,7 @@ def _document(scans: list[FileScan], scanner: Scanner, opts: ScanOptions, report
         "messages": st["messages"],
         "texts_scanned": scanner.stats["analyzed"] + scanner.stats["cache_hits"],
         "unique_texts_analyzed": scanner.stats["analyzed"],
-        "ner_limits": {"window_chars": NER_WINDOW_CHARS, "texts_windowed": scanner.stats["ner_texts_windowed"],
+        "ner_limits": {"window_chars": MAX_NER_CHARS, "texts_windowed": scanner.stats["ner_texts_windowed"],
                        "unbroken_run_chars": NER_MAX_RUN, "runs_skipped_by_ner": scanner.stats["ner_runs_blanked"]},
         "unparsed_lines": st["unparsed_lines"] + st["generic_lines"],
         "problems": [p for fs in scans for p in fs.problems][:50],

@@ -55,6 +55,8 @@ CUSTOM_PATTERN_SCORE = 0.85
 _NLP_RECOGNIZERS = ("SpacyRecognizer", "TransformersRecognizer", "StanzaRecognizer")
 MAX_NER_CHARS = 10_000            # longer texts go to the NLP pipeline in pieces (spaCy time/memory)
 _PIECE_OVERLAP = 200
+NER_MAX_RUN = 200                 # unbroken (no whitespace) runs longer than this are blanked for NER only:
+_LONG_RUN = re.compile(r"\S{%d,}" % (NER_MAX_RUN + 1))  # spaCy's tokenizer is quadratic in them (20 KB of '[': 118 s)
 _CACHE_MAX_ITEMS = 50_000
 _CACHE_MAX_TEXT = 20_000          # longer texts are not cached
 _CACHE_MAX_CHARS = 20_000_000     # bound on cached text (memory)
@@ -663,8 +665,16 @@ class Scanner:
         """(text, hits) for each text; texts longer than MAX_NER_CHARS are analysed in pieces."""
         pieces: list[tuple[str, int, str]] = []
         for t in texts:
-            pieces += [(t, off, p) for off, p in split_long(t)]
-        gen = e.nlp_engine.process_batch([p for _, _, p in pieces], e.language, batch_size=self.batch_size)
+            split = split_long(t, MAX_NER_CHARS)  # read at call time (tests lower it)
+            self.stats["ner_texts_windowed"] += len(split) > 1
+            pieces += [(t, off, p) for off, p in split]
+        # NER reads a view with long unbroken runs blanked (same offsets); pattern recognizers read the text
+        views = []
+        for _t, _off, p in pieces:
+            runs = _LONG_RUN.findall(p) if len(p) > NER_MAX_RUN else ()
+            self.stats["ner_runs_blanked"] += len(runs)
+            views.append(_LONG_RUN.sub(lambda m: " " * len(m.group()), p) if runs else p)
+        gen = e.nlp_engine.process_batch(views, e.language, batch_size=self.batch_size)
         for (t, off, p), (_, artifacts) in zip(pieces, gen):
             ents = self.entities_for(p, e)
             res = (e.analyzer.analyze(text=p, language=e.language, entities=ents, nlp_artifacts=artifacts,
