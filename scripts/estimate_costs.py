@@ -28,10 +28,11 @@ def build_parser():
         "tokens). Warns when the data file is more than 90 days old. Exit 1 when the chosen offering is retired.",
         cli.examples_for(
             "estimate_costs",
-            "--current-model gpt-4.1 --provider openai --model gpt-4.1-mini --train train.jsonl "
+            "--current-model gpt-4.1 --compare --train train.jsonl --params-b 8 "
             "--base-prompt-tokens 2500 --ft-prompt-tokens 400 --output-tokens 200 --requests-per-month 200000",
-            "--current-model gpt-4.1 --compare --training-tokens 2000000 --examples 1000 --params-b 8 "
-            "--base-prompt-tokens 2500 --ft-prompt-tokens 400 --output-tokens 200 --requests-per-month 200000",
+            "--current-model gpt-4.1 --provider google-vertex --model gemini-3.1-flash-lite --training-tokens 2000000 "
+            "--examples 1000 --base-prompt-tokens 2500 --ft-prompt-tokens 400 --output-tokens 200 "
+            "--cached-share 0.82 --requests-per-month 200000",
             "--gpu rtx4090 --power-price 0.30 --gpu-price 0.05 --params-b 8 --training-tokens 2000000 --json"),
         writes_outputs=False)
     g = p.add_argument_group("what to price")

@@ -625,15 +625,13 @@ def _target(d: P.DataFile, provider: str | None, model: str | None, w: Workload,
                          f"section; pick a managed --provider for the API comparison, or use --gpu ID")
     m = d.offering(p, model, params_b=w.params_b if w.params_source == "flag" else None)
     st = P.status_of(p, m, on)
-    warnings.extend(st.warnings)
+    lifecycle = list(st.warnings)
+    if st.status == "retiring" and lifecycle:   # the first warning is the dated "is retiring" one
+        lifecycle[0] = (lifecycle[0].replace(" is retiring:", " is a RETIRING offering:", 1)
+                        + (f" - every saving below ends {st.retires}" if st.retires else "")
+                        + "; for new work price the alternatives with --compare")
+    warnings.extend(lifecycle)
     closed = P.closed_to_new_customers(p, m)
-    if st.status == "retiring":
-        jobs = ("" if not st.training_ends else
-                f"new fine-tuning jobs close {'no earlier than ' if st.training_ends_no_earlier_than else ''}"
-                f"{st.training_ends} and ")
-        warnings.append(f"{p.id}/{m.id} is a RETIRING offering: {jobs}the model and its fine-tunes shut down "
-                        f"{st.retires} - every saving below ends then; for new work price the alternatives with "
-                        f"--compare")
     if closed and st.status != "retired":
         warnings.append(f"{p.id}/{m.id}: NOT FOR NEW CUSTOMERS - {closed}")
     warnings.extend(_limit_warnings(p, m, w))
