@@ -597,7 +597,9 @@ def _assumptions_for(d: P.DataFile, w: Workload, params_b: float) -> list[dict[s
         "note": (f"reference: {ref.model} LoRA on {d.gpu_specs[ref.gpu].name}, {ref.setup} "
                  f"({ref.lora_tokens_per_s:g} tok/s, {ref.lora_memory_gib:g} GiB; QLoRA {ref.qlora_tokens_per_s:g} "
                  f"tok/s, {ref.qlora_memory_gib:g} GiB); scaling by peak TFLOPS assumes the same utilisation, "
-                 f"so faster GPUs are estimated optimistically - measure with train_lora.py and pass --throughput"),
+                 f"so faster GPUs are estimated optimistically; rows as full as the reference's (packed 2,048 "
+                 f"tokens, batch 2) are assumed, so with short unpacked examples the hours are a lower bound - "
+                 f"measure with train_lora.py and pass --throughput"),
         "as_of": ref.as_of, "source": ref.source})
     out.append({"name": "self_hosted_training_hours", "origin": "derived",
                         "value": "model load + training + evaluations",
