@@ -28,10 +28,11 @@ def build_parser():
         "tokens). Warns when the data file is more than 90 days old. Exit 1 when the chosen offering is retired.",
         cli.examples_for(
             "estimate_costs",
-            "--current-model gpt-4.1 --provider openai --model gpt-4.1-mini --train train.jsonl "
+            "--current-model gpt-4.1 --compare --train train.jsonl --params-b 8 "
             "--base-prompt-tokens 2500 --ft-prompt-tokens 400 --output-tokens 200 --requests-per-month 200000",
-            "--current-model gpt-4.1 --compare --training-tokens 2000000 --examples 1000 --params-b 8 "
-            "--base-prompt-tokens 2500 --ft-prompt-tokens 400 --output-tokens 200 --requests-per-month 200000",
+            "--current-model gpt-4.1 --provider google-vertex --model gemini-3.1-flash-lite --training-tokens 2000000 "
+            "--examples 1000 --base-prompt-tokens 2500 --ft-prompt-tokens 400 --output-tokens 200 "
+            "--cached-share 0.82 --requests-per-month 200000",
             "--gpu rtx4090 --power-price 0.30 --gpu-price 0.05 --params-b 8 --training-tokens 2000000 --json"),
         writes_outputs=False)
     g = p.add_argument_group("what to price")
@@ -64,8 +65,10 @@ def build_parser():
     g.add_argument("--ft-prompt-tokens", type=cli.nonneg_int, metavar="N",
                    help="prompt tokens per request with the fine-tuned model (default: same as base)")
     g.add_argument("--output-tokens", type=cli.nonneg_int, metavar="N", help="output tokens per request")
-    g.add_argument("--cached-share", type=cli.unit_float, default=0.0, metavar="F",
-                   help="share 0-1 of prompt tokens billed at the cached-input price (needs --*-cached-price)")
+    g.add_argument("--cached-share", type=cli.unit_float, default=None, metavar="F",
+                   help="share 0-1 of prompt tokens billed at the cached-input price (the data file's, or "
+                        "--*-cached-price). Not given with a 1,024+ token prompt: a warning shows the figure at "
+                        "a typical share, since OpenAI/Azure/Gemini cache repeated prefixes automatically")
     g.add_argument("--requests-per-month", type=cli.nonneg_float, metavar="N", help="requests per month")
     g.add_argument("--eval-tokens", type=cli.nonneg_int, metavar="N", help="held-out tokens per evaluation in the self-hosted "
                    "training time (default 10%% of the training tokens)")
@@ -83,7 +86,8 @@ def build_parser():
                        ("--power-price", "USD per kWh: adds power (board watts x hours) to your own --gpu's cost"),
                        ("--gpu-watts", "board power in watts of your --gpu (default: the data file's TDP)"),
                        ("--throughput", "measured LoRA training tokens/s (replaces the estimate)")):
-        g.add_argument(flag, type=cli.positive_float if flag in ("--gpu-price", "--throughput") else cli.nonneg_float,
+        g.add_argument(flag, type=cli.positive_float if flag in ("--gpu-price", "--throughput", "--power-price", "--gpu-watts")
+                     else cli.nonneg_float,
                        metavar="X", help=what)
     g = p.add_argument_group("data")
     g.add_argument("--as-of", metavar="YYYY-MM-DD", help="judge retirements on this date (default today)")
@@ -112,7 +116,7 @@ def _check(args) -> None:
     if (args.gpu_price is not None or args.power_price is not None or args.gpu_watts is not None) and not args.gpu:
         raise UsageError("--gpu-price/--power-price/--gpu-watts price ONE GPU of your own: add --gpu ID "
                          "(e.g. --gpu rtx4090)")
-    if not 0 <= args.cached_share <= 1:
+    if args.cached_share is not None and not 0 <= args.cached_share <= 1:
         raise UsageError(f"--cached-share must be between 0 and 1, got {args.cached_share:g}")
     if args.train and args.training_tokens is not None:
         raise UsageError("give either --train FILE or --training-tokens N, not both")
@@ -187,7 +191,8 @@ def handle(args) -> cli.Result:
 
     w = costs.Workload(training_tokens=tokens, examples=examples, epochs=epochs, epochs_source=src,
                        method=args.method, base_prompt_tokens=args.base_prompt_tokens, ft_prompt_tokens=ft_prompt,
-                       output_tokens=args.output_tokens, cached_share=args.cached_share,
+                       output_tokens=args.output_tokens, cached_share=args.cached_share or 0.0,
+                       cached_share_given=args.cached_share is not None,
                        requests_per_month=args.requests_per_month, params_b=params_b, params_source=params_source,
                        max_tokens_per_example=max_tok, tokenizer=tok_name, counted_from=counted,
                        eval_tokens=args.eval_tokens, evals=args.evals)

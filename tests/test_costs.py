@@ -243,13 +243,15 @@ def test_compare_excludes_retired_and_prices_self_hosted():
             ("google-vertex", "gemini-2.5-flash-lite"), ("google-vertex", "gemini-2.0-flash")} == excluded
     assert not excluded & set(rows)
     assert rows[("openai", "gpt-4o-mini")]["monthly_savings"] == pytest.approx(396 - 300_000 * (400 * .3 + 200 * 1.2) / 1e6)
-    assert "RETIRING" in rows[("openai", "gpt-4o-mini")]["note"]
+    oa = rows[("openai", "gpt-4o-mini")]
+    assert "savings end when it shuts down 2027-01-14" in oa["note"] and oa["savings_until"] == "2027-01-14"
+    assert "NOT FOR NEW CUSTOMERS" in oa["note"] and oa["new_customers"] is False
     assert rows[("together", "lora-up-to-16b")]["training_cost"] == pytest.approx(6 * 0.48)
     assert ("together", "lora-70b-100b") not in rows             # only the 8B tier
     assert rows[("runpod", "rtx-4090 (community)")]["fixed_monthly_cost"] == pytest.approx(0.34 * 730)
     assert rows[("together", "lora-up-to-16b")]["monthly_ft_cost"] == pytest.approx(3.99 * 730)
     cp = run_script("estimate_costs", "--compare", "--training-tokens", "1000", "--as-of", TODAY)
-    assert cp.returncode == 0 and "excluded: aws-bedrock/claude-3-haiku - retired (2026-09-10)" in cp.stdout
+    assert cp.returncode == 0 and "excluded: aws-bedrock/claude-3-haiku - retired (shut down 2026-09-10)" in cp.stdout
 
 
 def test_own_hardware_rows_need_a_gpu_price():
@@ -452,19 +454,24 @@ def test_current_model_is_the_baseline_and_the_prompt_only_row_is_always_shown()
     assert doc["monthly_base_cost"] == pytest.approx(1320.0)
     assert doc["monthly_ft_cost"] == pytest.approx(192.0) and doc["monthly_savings"] == pytest.approx(1128.0)
     po = {r["model"]: r for r in doc["prompt_only"]}
-    # the saving that needs no fine-tune: gpt-4.1-mini with the same 2,500-token prompt = $264/month
-    assert po["gpt-4.1-mini"]["monthly_cost"] == pytest.approx(264.0)
-    assert po["gpt-4.1-mini"]["monthly_savings"] == pytest.approx(1056.0)
-    assert po["gpt-4.1-mini"]["status"] == "retiring (2027-01-14)"
+    # gpt-4.1-mini shuts down the same day as gpt-4.1 (2027-01-14): never a prompt-only switch for it
+    assert "gpt-4.1-mini" not in po
+    skipped = {e["model"]: e for e in doc["prompt_only_excluded"]}
+    assert "same day" in skipped["gpt-4.1-mini"]["reason"] and "2027-01-14" in skipped["gpt-4.1-mini"]["reason"]
     # gpt-6-luna (OpenAI's named replacement): 2500 x 0.10 + 200 x 0.50 = $0.00035 = $70/month
     assert po["gpt-6-luna"]["monthly_cost"] == pytest.approx(70.0) and po["gpt-6-luna"]["status"] == "available"
     # gpt-5.4-mini (mini tier): 2500 x 0.75 + 200 x 4.50 = $0.002775 = $555/month
     assert po["gpt-5.4-mini"]["monthly_cost"] == pytest.approx(555.0)
-    assert any("today's model openai/gpt-4.1 is retiring (2027-01-14)" in w for w in doc["warnings"])
+    assert any("today's model openai/gpt-4.1 is retiring (shuts down 2027-01-14)" in w for w in doc["warnings"])
+    # the single-offering estimate of a retiring, closed offering says so in warnings
+    assert any("RETIRING offering" in w and "2027-01-06" in w and "shut down 2027-01-14" in w
+               for w in doc["warnings"])
+    assert any("NOT FOR NEW CUSTOMERS" in w and "2026-05-07" in w for w in doc["warnings"])
     cp = run_script("estimate_costs", "--current-model", "gpt-4.1", "--provider", "openai", "--model",
                     "gpt-4.1-mini", *QUESTION, "--as-of", "2026-11-30")
     assert "Baseline:   today's model openai/gpt-4.1" in cp.stdout
-    assert "Prompt-only alternatives" in cp.stdout and "$1,056.00" in cp.stdout
+    assert "Prompt-only alternatives" in cp.stdout and "$1,250.00" in cp.stdout
+    assert "not offered as a prompt-only switch: openai/gpt-4.1-mini" in cp.stdout
     # without --current-model the baseline is the small model's own base price ($72) - and the script says so
     _, doc = run_json("estimate_costs", "--provider", "openai", "--model", "gpt-4.1-mini", *QUESTION,
                       "--as-of", "2026-11-30")
@@ -491,7 +498,8 @@ def test_compare_prices_every_provider_for_the_question():
     for prov in ("openai", "azure-openai", "google-vertex", "aws-bedrock", "together", "fireworks"):
         assert any(r["provider"] == prov and r["kind"] == "managed" for r in priced), prov
     oa = next(r for r in priced if (r["provider"], r["model"]) == ("openai", "gpt-4.1-mini"))
-    assert oa["status"] == "retiring (2027-01-14)" and oa["monthly_savings"] == pytest.approx(1128.0)
+    assert oa["status"] == "retiring (no new jobs from 2027-01-06, shuts down 2027-01-14)"
+    assert oa["monthly_savings"] == pytest.approx(1128.0) and oa["savings_until"] == "2027-01-14"
     # Azure: same token price as the base model + $1.70/h hosting per deployment
     az = next(r for r in priced if (r["provider"], r["model"]) == ("azure-openai", "gpt-4.1-mini"))
     assert az["monthly_ft_cost"] == pytest.approx(200_000 * (400 * 0.40 + 200 * 1.60) / 1e6 + 1.70 * 730)
@@ -500,7 +508,16 @@ def test_compare_prices_every_provider_for_the_question():
     assert fw["monthly_ft_cost"] == pytest.approx(3.89 * 730)
     gpus = {r["model"].split(" ")[0] for r in priced if r["kind"] == "self_hosted"}
     assert {"rtx-4090", "h100-sxm"} <= gpus and gpus & {"a100-80gb", "a100-40gb"}
-    assert any(r["kind"] == "prompt_only" and r["model"] == "gpt-4.1-mini" for r in rows)
+    assert not any(r["kind"] == "prompt_only" and r["model"] == "gpt-4.1-mini" for r in rows)
+    assert {r["model"] for r in rows if r["kind"] == "prompt_only"} == {"gpt-5.4-mini", "gpt-6-luna"}
+    # offerings a new customer cannot buy (OpenAI, Azure fine-tuning) carry the caveat and come last
+    closed = [i for i, r in enumerate(rows) if not r["new_customers"]]
+    assert closed and closed == list(range(len(rows) - len(closed), len(rows)))
+    assert {rows[i]["provider"] for i in closed} == {"openai", "azure-openai"}
+    assert all("NOT FOR NEW CUSTOMERS" in rows[i]["note"] and rows[i]["savings_until"] for i in closed)
+    cp = run_script("estimate_costs", "--current-model", "gpt-4.1", "--compare", "--params-b", "8", *QUESTION,
+                    "--as-of", "2026-11-30")
+    assert "$1,128.00 until 2027-01-14" in cp.stdout and "NOT FOR NEW CUSTOMERS" in cp.stdout
     retired = {(e["provider"], e["model"]) for e in doc["compare"]["excluded"]}
     assert not retired & {(r["provider"], r["model"]) for r in rows}
     for r in rows:                                   # no retired model is ever priced as an option
@@ -532,13 +549,60 @@ def test_current_model_alone_prices_today_and_the_prompt_only_switch():
                     "--output-tokens", "200", "--requests-per-month", "200000", "--as-of", "2026-11-30")
     assert cp.returncode == 0, cp.stderr
     assert "Baseline: today's model openai/gpt-4.1" in cp.stdout and "$1,320.00/month" in cp.stdout
-    assert "gpt-4.1-mini" in cp.stdout and "$1,056.00" in cp.stdout
+    assert "gpt-6-luna" in cp.stdout and "$1,250.00" in cp.stdout and "$1,056.00" not in cp.stdout
     assert "--ft-prompt-tokens not given" not in cp.stdout           # nothing is fine-tuned here
     # after the shutdown the retired small model is no longer offered as an alternative
     _, doc = run_json("estimate_costs", "--current-model", "gpt-4.1", "--base-prompt-tokens", "2500",
                       "--output-tokens", "200", "--requests-per-month", "200000", "--as-of", "2027-01-20")
     assert [r["model"] for r in doc["prompt_only"]] == ["gpt-5.4-mini", "gpt-6-luna"]
-    assert doc["baseline"]["status"] == "retired (2027-01-14)"
+    assert doc["baseline"]["status"] == "retired (shut down 2027-01-14)"
+
+
+def test_prompt_only_switch_is_filtered_from_the_data_not_a_list(tmp_path):
+    """The rule lives in code: a candidate that shuts down within ~6 months, or on/before today's model,
+    is never offered - whatever the file's `smaller` list says."""
+    import yaml
+    raw = yaml.safe_load(P.DATA_PATH.read_text(encoding="utf-8"))
+    luna = next(m for m in raw["inference_models"] if m["id"] == "gpt-6-luna")
+    luna["retires"] = "2027-03-01"                      # inside the 183-day horizon from 2026-11-30
+    f = tmp_path / "p.yaml"
+    f.write_text(yaml.safe_dump(raw))
+    _, doc = run_json("estimate_costs", "--current-model", "gpt-4.1", "--base-prompt-tokens", "2500",
+                      "--output-tokens", "200", "--requests-per-month", "200000", "--as-of", "2026-11-30",
+                      "--data", str(f))
+    assert [r["model"] for r in doc["prompt_only"]] == ["gpt-5.4-mini"]
+    why = {e["model"]: e["reason"] for e in doc["prompt_only_excluded"]}
+    assert "horizon" in why["gpt-6-luna"] and "same day" in why["gpt-4.1-mini"]
+
+
+def test_automatic_prompt_caching_is_not_left_out_silently():
+    """2,500-token prompt, no --cached-share: the 2,100 tokens fine-tuning removes are the repeated prefix;
+    cached in 128-token steps = 2,048 -> share 0.82: baseline 450 x 2.00 + 2050 x 0.50 + 200 x 8.00
+    = 3525 micro-dollars = $705/month instead of $1,320 (every fine-tune saving $615 smaller)."""
+    _, doc = run_json("estimate_costs", "--current-model", "gpt-4.1", "--compare", *QUESTION, "--as-of", "2026-11-30")
+    c = doc["prompt_caching"]
+    assert c["typical_cached_share"] == pytest.approx(0.82)
+    assert c["monthly_base_cost_cached"] == pytest.approx(705.0)
+    assert c["monthly_savings_overstated_by"] == pytest.approx(615.0)
+    assert any("--cached-share 0.82" in w and "automatically" in w for w in doc["warnings"])
+    _, doc = run_json("estimate_costs", "--current-model", "gpt-4.1", "--compare", *QUESTION, "--cached-share", "0",
+                      "--as-of", "2026-11-30")
+    assert doc["prompt_caching"] is None                 # the user said: nothing is cached
+    _, doc = run_json("estimate_costs", "--current-model", "gpt-4.1", "--base-prompt-tokens", "900",
+                      "--output-tokens", "200", "--as-of", "2026-11-30")
+    assert doc["prompt_caching"] is None                 # under 1,024 tokens nothing is cached
+    _, doc = run_json("estimate_costs", "--current-model", "gpt-4.1", "--base-prompt-tokens", "2500",
+                      "--output-tokens", "200", "--as-of", "2026-11-30")
+    assert any("pass --cached-share F" in w for w in doc["warnings"])     # no FT prompt: cannot derive a share
+
+
+def test_short_unpacked_examples_make_the_self_hosted_hours_a_lower_bound():
+    _, doc = run_json("estimate_costs", "--gpu", "rtx4090", "--gpu-price", "0.1", "--training-tokens", "30000",
+                      "--examples", "300", "--as-of", "2026-11-30")
+    assert any("LOWER BOUND" in w and "average 100 tokens" in w and "--packing" in w for w in doc["warnings"])
+    _, doc = run_json("estimate_costs", "--gpu", "rtx4090", "--gpu-price", "0.1", "--training-tokens", "3000000",
+                      "--examples", "1000", "--as-of", "2026-11-30")
+    assert not any("LOWER BOUND" in w for w in doc["warnings"])
 
 
 def test_evals_flag_default_is_the_library_default():

@@ -135,21 +135,47 @@ def test_schema_rejects_undated_unsourced_or_unexplained_entries(tmp_path):
 
 # ---------------------------------------------------------------------- status
 
-@pytest.mark.parametrize("on, model, status, date, can_train", [
-    (D(2026, 11, 23), "gpt-4.1-mini", "retiring", "2027-01-14", True),
-    (D(2027, 1, 5), "gpt-4o-mini", "retiring", "2027-01-14", True),
-    (D(2027, 1, 6), "gpt-4.1", "retired", "2027-01-06", False),     # training closed
-    (D(2027, 1, 14), "gpt-4.1-mini", "retired", "2027-01-14", False),
-    (D(2026, 10, 22), "gpt-4.1-nano", "retiring", "2026-10-23", True),
-    (D(2026, 10, 23), "gpt-4.1-nano", "retired", "2026-10-23", False),
-    (D(2026, 11, 23), "o4-mini", "retired", "2026-10-23", False),
+# Labels carry BOTH dates with their meaning ("no new jobs from" = training_ends, "shuts down" = retires),
+# never one bare date that reads the same for two different events.
+@pytest.mark.parametrize("on, model, status, date, can_train, label", [
+    (D(2026, 11, 23), "gpt-4.1-mini", "retiring", "2027-01-14", True,
+     "retiring (no new jobs from 2027-01-06, shuts down 2027-01-14)"),
+    (D(2027, 1, 5), "gpt-4o-mini", "retiring", "2027-01-14", True,
+     "retiring (no new jobs from 2027-01-06, shuts down 2027-01-14)"),
+    (D(2027, 1, 6), "gpt-4.1", "retired", "2027-01-06", False, "retired (no new jobs since 2027-01-06)"),
+    (D(2027, 1, 14), "gpt-4.1-mini", "retired", "2027-01-14", False, "retired (shut down 2027-01-14)"),
+    (D(2026, 10, 22), "gpt-4.1-nano", "retiring", "2026-10-23", True,
+     "retiring (no new jobs from 2027-01-06, shuts down 2026-10-23)"),
+    (D(2026, 10, 23), "gpt-4.1-nano", "retired", "2026-10-23", False, "retired (shut down 2026-10-23)"),
+    (D(2026, 11, 23), "o4-mini", "retired", "2026-10-23", False, "retired (shut down 2026-10-23)"),
 ])
-def test_openai_lifecycle(data, on, model, status, date, can_train):
+def test_openai_lifecycle(data, on, model, status, date, can_train, label):
     p = data.provider("openai")
     st = P.status_of(p, data.offering(p, model), on)
     assert (st.status, st.date.isoformat(), st.can_train) == (status, date, can_train)
-    assert st.label == f"{status} ({date})"
+    assert st.label == label
     assert st.warnings and date in st.warnings[0]
+
+
+def test_azure_training_dates_are_no_earlier_than_and_never_read_as_a_start(data):
+    az = data.provider("azure-openai")
+    st = P.status_of(az, data.offering(az, "gpt-4.1"), D(2026, 11, 30))
+    assert st.label == "retiring (training retirement no earlier than 2027-04-14, shuts down 2027-10-14)"
+    assert any("training retirement no earlier than 2027-04-14" in w for w in st.warnings)
+    assert not any("no new fine-tuning jobs from 2027-04-14" in w for w in st.warnings)
+    assert "training no earlier than" not in " ".join(az.notes)       # read as "training starts then"
+    assert P.closed_to_new_customers(az) and P.closed_to_new_customers(data.provider("openai"))
+    assert P.closed_to_new_customers(data.provider("google-vertex")) is None
+
+
+def test_too_soon_rule():
+    on = D(2026, 11, 30)
+    assert P.too_soon(None, on) is None
+    assert P.too_soon(D(2027, 10, 14), on) is None                              # > 6 months away
+    assert "horizon" in P.too_soon(D(2027, 3, 1), on)                           # within ~6 months
+    assert "same day" in P.too_soon(D(2028, 1, 14), on, not_before=D(2028, 1, 14))
+    assert "before" in P.too_soon(D(2028, 1, 1), on, not_before=D(2028, 1, 14))
+    assert "shut down" in P.too_soon(D(2026, 11, 30), on)
 
 
 def test_past_restrictions_become_dated_warnings(data):
@@ -167,7 +193,7 @@ def test_bedrock_claude_haiku_retired_and_others_available(data):
     assert P.status_of(b, data.offering(b, "claude-3-haiku"), D(2026, 9, 10)).status == "retired"
     assert P.status_of(b, data.offering(b, "nova-lite"), D(2026, 11, 23)).status == "available"
     assert P.provider_status(b, D(2026, 11, 23)).status == "available"
-    assert P.provider_status(data.provider("openai"), D(2026, 11, 23)).label == "retiring (2027-01-06)"
+    assert P.provider_status(data.provider("openai"), D(2026, 11, 23)).label == "retiring (no new jobs from 2027-01-06)"
 
 
 # ---------------------------------------------------------------------- lookups
@@ -211,7 +237,7 @@ def test_generated_tables_contain_the_file_numbers():
     prov = (ROOT / "providers.md").read_text(encoding="utf-8")
     assert "| 2027-01-06 | openai | existing active customers can no longer create fine-tuning jobs" in prov
     assert "| 2027-04-14 | azure-openai | training closes (no earlier than) for gpt-4.1, gpt-4.1-mini" in prov
-    assert "**retired (2026-09-10)**" in prov
+    assert "**retired (shut down 2026-09-10)**" in prov
 
 
 def test_numbers_quoted_in_the_guides_are_in_the_data_file():

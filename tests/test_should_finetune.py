@@ -83,12 +83,24 @@ def test_privacy_none_suggests_managed_and_self_hosted_never_retired(data):
     on = dt.date(2026, 11, 23)
     sug, exc = decide.suggest_providers(data, "none", on)
     ids = [s["provider"] for s in sug]
-    assert {"google-vertex", "aws-bedrock", "together", "fireworks", "runpod", "lambda", "openai"} <= set(ids)
-    assert {"openai", "azure-openai"} == set(ids[-2:])       # retiring goes last
-    oa = next(s for s in sug if s["provider"] == "openai")
-    assert oa["status"] == "retiring (2027-01-06)" and any("2027-01-14" in w for w in oa["warnings"])
+    assert {"google-vertex", "aws-bedrock", "together", "fireworks", "runpod", "lambda"} <= set(ids)
+    # OpenAI shuts down 2027-01-14, 52 days later: within the ~6-month horizon, never suggested for new work
+    assert "openai" not in ids
+    oa = next(e for e in exc if e["provider"] == "openai")
+    assert "shuts down 2027-01-14" in oa["reason"] and "horizon" in oa["reason"]
+    assert ids[-1] == "azure-openai"                          # closed to new customers: last
     az = next(s for s in sug if s["provider"] == "azure-openai")
     assert "already fine-tuned" in az["why"]               # Azure training is for existing customers only
+    assert az["new_customers"] is False and any("NOT FOR NEW CUSTOMERS" in w for w in az["warnings"])
+    assert az["status"] == "retiring (training retirement no earlier than 2027-04-16, shuts down 2027-10-16)"
+    # each date said once, with its meaning (o4-mini used to be warned twice)
+    assert sum("o4-mini" in w for w in az["warnings"]) == 1
+    assert any("training retirement no earlier than 2027-04-14" in w for w in az["warnings"])
+    # six months earlier OpenAI was still far enough from its shutdown to be listed (dated, caveated, last)
+    sug_early, _ = decide.suggest_providers(data, "none", dt.date(2026, 6, 1))
+    early = [s["provider"] for s in sug_early]
+    assert set(early[-2:]) == {"openai", "azure-openai"}
+    assert next(s for s in sug_early if s["provider"] == "openai")["status"] == "retiring (no new jobs from 2027-01-06)"
     models = {(s["provider"], m["model"]) for s in sug for m in s["models"]}
     for gone in (("openai", "gpt-4.1-nano"), ("openai", "o4-mini"), ("aws-bedrock", "claude-3-haiku"),
                  ("google-vertex", "gemini-2.5-flash"), ("google-vertex", "gemini-2.0-flash")):
@@ -112,7 +124,7 @@ def test_privacy_narrows_to_self_hosted(data, privacy, allowed):
 def test_after_openai_shutdown_it_is_never_suggested(data):
     sug, exc = decide.suggest_providers(data, "none", dt.date(2027, 1, 6))
     assert "openai" not in {s["provider"] for s in sug}
-    assert any(e["provider"] == "openai" and "retired (2027-01-06)" in e["reason"] for e in exc)
+    assert any(e["provider"] == "openai" and "retired (no new jobs since 2027-01-06)" in e["reason"] for e in exc)
 
 
 def test_budget_flags_expensive_24_7_gpus(data):
@@ -134,7 +146,16 @@ def test_json_document_and_next_steps():
     for s in ("validate_jsonl.py", "scan_pii.py", "prepare_data.py", "estimate_costs.py", "train_lora.py",
               "evaluate.py"):
         assert s in scripts
-    assert any("2027-01-14" in w for w in doc["warnings"])
+    # SKILL.md's decision flow: prepare -> validate -> scan/redact -> costs
+    assert (scripts.index("prepare_data.py") < scripts.index("validate_jsonl.py") < scripts.index("scan_pii.py")
+            < scripts.index("estimate_costs.py"))
+    # commands name this skill's real scripts folder, never a literal {baseDir}
+    from finetune_kit.bootstrap import SCRIPTS_DIR
+    for st in doc["next_steps"]:
+        if st.get("command"):
+            assert "{baseDir}" not in st["command"] and str(SCRIPTS_DIR) in st["command"], st
+    assert any(e["provider"] == "openai" and "2027-01-14" in e["reason"] for e in doc["excluded_providers"])
+    assert any("no earlier than" in w for w in doc["warnings"])
     assert doc["answers"] == {"failure_mode": "format", "examples": 300, "monthly_requests": 50000.0,
                               "requirements_change": None, "privacy": "none", "budget": None}
     # format: structured outputs / JSON-schema constrained decoding is the first thing to try
@@ -209,9 +230,11 @@ def test_human_output_names_retired_and_retiring():
     cp = run_script("should_finetune", "--failure-mode", "format", "--examples", "300", "--as-of", TODAY)
     assert cp.returncode == 0
     assert "Recommendation: FINE-TUNE" in cp.stdout
-    assert "retired, never recommended:" in cp.stdout and "claude-3-haiku (retired 2026-09-10)" in cp.stdout
-    assert "openai [retiring (2027-01-06)]" in cp.stdout
-    assert "python3 {baseDir}/scripts/estimate_costs.py" in cp.stdout
+    assert "retired, never recommended:" in cp.stdout and "claude-3-haiku (shut down 2026-09-10)" in cp.stdout
+    assert "azure-openai [retiring (training retirement no earlier than 2027-04-16, shuts down 2027-10-16)]" in cp.stdout
+    assert "- openai [" not in cp.stdout and "not suggested: openai" in cp.stdout
+    from finetune_kit.bootstrap import SCRIPTS_DIR
+    assert f"python3 {SCRIPTS_DIR}/estimate_costs.py" in cp.stdout and "{baseDir}" not in cp.stdout
 
 
 def test_no_flags_without_a_terminal_exits_2_explaining_the_flags():
@@ -287,6 +310,9 @@ def test_small_data_is_measured_by_few_shot_cross_validation():
     assert code == 0 and doc["recommendation"] == "prompt"
     ev = [s for s in doc["next_steps"] if s["script"] == "evaluate.py"]
     assert len(ev) == 1 and "--few-shot-cv" in ev[0]["command"] and "40 examples" in ev[0]["why"]
+    # the reasons give the same advice as the step: k-fold over all examples, no separate test set
+    assert not any("keep the rest as a test set" in r for r in doc["reasons"])
+    assert any("k-fold" in r for r in doc["reasons"])
     code, doc = run_json("should_finetune", "--failure-mode", "format", "--examples", "400",
                          "--monthly-requests", "200000")
     assert doc["recommendation"] == "fine_tune"

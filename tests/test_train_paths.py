@@ -293,6 +293,12 @@ def test_dry_run_for_a_gpu_describes_the_gpu(tiny, data):
     te = train_plan.throughput_estimate("qlora", 8_030_261_248, {"tflops_bf16": 165}, 100, 16, 2048, 10**6, 1.0)
     assert te["tokens_per_s"] == 2413 and "not a measurement" in te["basis"]  # the published reference itself
     assert te["train_minutes"] == round(10**6 / 2413 / 60, 2)
+    assert te["lower_bound"] is False                     # packed 2,048-token rows: the reference's own setup
+    # training.md's recipe: ~100-token examples, batch 1, no packing -> the minutes are only a lower bound
+    short = train_plan.throughput_estimate("lora", 8_030_261_248, {"tflops_bf16": 165}, 300, 16, 2048, 30_000, 1.0,
+                                           packing=False, rows=300, per_device_batch=1)
+    assert short["lower_bound"] is True and short["tokens_per_step"] == 100
+    assert "LOWER BOUND" in short["assumptions"] and "--packing" in short["assumptions"]
     assert rep["memory"]["device"]["name"] == "NVIDIA GeForce RTX 4090" and rep["memory"]["inputs"]["dtype"] == "bf16"
     assert rep["device"]["kind"] == "cpu"  # this machine is still reported, separately
     code, rep, _ = run_main("--base-model", tiny, "--train", data["train"], "--dry-run", *COMMON)
@@ -328,6 +334,23 @@ def test_memory_only_for_an_unlisted_model_offline(tmp_path):
     bad.write_text("[1, 2]")
     cp = run_script("train_lora", "--memory-only", "--model-config", bad)
     assert cp.returncode == 2 and "config.json object" in cp.stderr
+
+
+def test_dry_run_of_an_uncached_hub_model_offline_fails_fast_with_the_offline_route(tmp_path):
+    """No 45 s of hub retries: one line naming --memory-only with the preset alias or --model-config."""
+    import time
+
+    from conftest import run_script
+
+    train = tmp_path / "t.jsonl"
+    train.write_text(json.dumps({"messages": [{"role": "user", "content": "hi"},
+                                              {"role": "assistant", "content": "hello"}]}) + "\n")
+    t0 = time.monotonic()
+    cp = run_script("train_lora", "--dry-run", "--gpu", "rtx4090", "--base-model", "Qwen/Qwen3.5-9B",
+                    "--train", train, "--output-dir", tmp_path / "run", env={"HF_HUB_OFFLINE": "1"})
+    assert time.monotonic() - t0 < 40
+    assert cp.returncode == 2 and cp.stderr.count("\n") == 1 and "Traceback" not in cp.stderr
+    assert "--memory-only --base-model qwen3.5-9b" in cp.stderr and "--model-config config.json" in cp.stderr
 
 
 def test_fsdp_planning_shards_a_70b_qlora_over_two_24gb_gpus():

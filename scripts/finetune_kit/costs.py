@@ -294,6 +294,7 @@ class Workload:
     counted_from: Optional[list[str]] = None
     eval_tokens: Optional[int] = None
     evals: int = DEFAULT_EVALS
+    cached_share_given: bool = True      # False: --cached-share was not passed (the 0 is a default)
 
 
 @dataclass
@@ -428,9 +429,13 @@ def _limit_warnings(p: P.Provider, m: P.Offering, w: Workload) -> list[str]:
 
 
 def prompt_only_rows(d: P.DataFile, b: Baseline, w: Workload, on: _dt.date,
-                     extra: list[tuple[str, str]] = ()) -> list[dict[str, Any]]:
+                     extra: list[tuple[str, str]] = (), skipped: list | None = None) -> list[dict[str, Any]]:
     """Switch to a smaller/newer model with the SAME long prompt and no fine-tune: the saving that needs
-    no training. Candidates: the baseline's ``smaller`` list and ``extra`` (provider, model) pairs."""
+    no training. Candidates: the baseline's ``smaller`` list and ``extra`` (provider, model) pairs.
+
+    A candidate is never offered when it is retired, shuts down on or before today's model, or shuts down
+    within the ~6-month horizon (:func:`providers.too_soon`, judged from the data file's dates); each one
+    left out goes to ``skipped`` with the reason."""
     base_cpr = request_cost(w.base_prompt_tokens, w.output_tokens, b.input_price, b.output_price,
                             cached_share=w.cached_share, cached_price=b.cached_price)
     R = w.requests_per_month
@@ -446,7 +451,10 @@ def prompt_only_rows(d: P.DataFile, b: Baseline, w: Workload, on: _dt.date,
             continue
         seen.add(key)
         st = c.status(on)
-        if st.status == "retired":
+        why = P.too_soon(c.retires, on, not_before=b.status.retires if b.status is not None else None)
+        if why:
+            if skipped is not None:
+                skipped.append({"provider": c.provider, "model": c.id, "status": st.label, "reason": why})
             continue
         cpr = request_cost(w.base_prompt_tokens, w.output_tokens, c.input_price, c.output_price,
                            cached_share=w.cached_share, cached_price=c.cached_price)
@@ -455,9 +463,80 @@ def prompt_only_rows(d: P.DataFile, b: Baseline, w: Workload, on: _dt.date,
         rows.append({"provider": c.provider, "model": c.id, "kind": "prompt_only", "status": st.label,
                      "cost_per_request": _r(cpr, 8), "monthly_cost": _r(monthly, 4),
                      "monthly_savings": _r(m_base - monthly, 4) if m_base is not None and monthly is not None else None,
+                     "savings_until": c.retires.isoformat() if c.retires else None,
                      "note": "same prompt, no fine-tune: re-test quality on your held-out set before switching",
                      "as_of": c.as_of, "source": c.source})
     return rows
+
+
+CACHE_MIN_TOKENS = 1024     # OpenAI / Azure OpenAI cache prompts of 1,024+ tokens automatically
+CACHE_STEP_TOKENS = 128     # ... in increments of 128 tokens
+CACHE_SOURCES = ("https://developers.openai.com/api/docs/guides/prompt-caching ; "
+                 "https://learn.microsoft.com/azure/foundry/openai/how-to/prompt-caching ; "
+                 "https://ai.google.dev/gemini-api/docs/caching (read 2026-11-30)")
+
+
+def prompt_caching_note(w: Workload, b: Baseline) -> dict[str, Any] | None:
+    """Automatic prompt caching overstates every saving when --cached-share is not given.
+
+    OpenAI and Azure OpenAI cache a repeated prompt prefix of 1,024+ tokens automatically (in 128-token
+    steps) and Gemini 2.5+ does implicit caching (minimum 1,024-4,096 tokens by model). The part of the
+    prompt that fine-tuning would remove (base - fine-tuned prompt: instructions and examples sent with
+    every request) is the typical repeated prefix, so it is the typical cached share. Returns the figure
+    at that share (or asks for --cached-share when it cannot be derived); None when it does not apply.
+    """
+    if w.cached_share_given or w.cached_share or w.base_prompt_tokens is None:
+        return None
+    if w.base_prompt_tokens < CACHE_MIN_TOKENS or b.cached_price is None or b.input_price is None:
+        return None
+    head = (f"prompt caching: OpenAI and Azure OpenAI cache a repeated prompt prefix of {CACHE_MIN_TOKENS:,}+ "
+            f"tokens automatically and Gemini caches implicitly, so part of today's {w.base_prompt_tokens:,}-token "
+            f"prompt is probably billed at the cached price (${b.cached_price:g} vs ${b.input_price:g} per 1M) "
+            f"and every saving below, computed without caching, is overstated")
+    out: dict[str, Any] = {"applies": True, "min_tokens": CACHE_MIN_TOKENS, "source": CACHE_SOURCES,
+                           "typical_cached_share": None, "monthly_base_cost_cached": None,
+                           "monthly_savings_overstated_by": None}
+    repeated = (w.base_prompt_tokens - w.ft_prompt_tokens) if w.ft_prompt_tokens is not None else 0
+    cached = (repeated // CACHE_STEP_TOKENS) * CACHE_STEP_TOKENS if repeated >= CACHE_MIN_TOKENS else 0
+    if not cached:
+        out["warning"] = (head + ": pass --cached-share F (the share of prompt tokens your API usage reports "
+                                 "as cached_tokens) for honest figures")
+        return out
+    share = round(cached / w.base_prompt_tokens, 2)
+    plain = request_cost(w.base_prompt_tokens, w.output_tokens, b.input_price, b.output_price)
+    with_cache = request_cost(w.base_prompt_tokens, w.output_tokens, b.input_price, b.output_price,
+                              cached_share=share, cached_price=b.cached_price)
+    R = w.requests_per_month
+    out["typical_cached_share"] = share
+    if plain is None or with_cache is None:
+        out["warning"] = head + f": rerun with --cached-share {share:g} for honest figures"
+        return out
+    if R is not None:
+        out["monthly_base_cost_cached"] = _r(with_cache * R, 2)
+        out["monthly_savings_overstated_by"] = _r((plain - with_cache) * R, 2)
+        fig = (f"today's cost is about {money(with_cache * R)}/month, not {money(plain * R)}, and each fine-tune "
+               f"saving below is about {money((plain - with_cache) * R)}/month smaller")
+    else:
+        fig = (f"today's cost is about {money(with_cache, True)} per request, not {money(plain, True)}")
+    out["warning"] = (head + f": if the {repeated:,} tokens fine-tuning would remove repeat on every request, "
+                      f"a typical cached share is {share:g} ({cached:,} of {w.base_prompt_tokens:,} tokens): {fig} "
+                      f"- rerun with --cached-share {share:g} (or your measured share) for every row")
+    return out
+
+
+def short_example_note(w: Workload) -> str | None:
+    """The self-hosted hours assume packed 2,048-token rows at batch 2: with short unpacked examples
+    (training.md's recipes: batch 1, no packing) they are a lower bound."""
+    if not w.examples or not w.training_tokens:
+        return None
+    avg = w.training_tokens / w.examples
+    if avg >= 512:
+        return None
+    return (f"self-hosted training hours are a LOWER BOUND: the throughput reference packs 2,048-token "
+            f"sequences at batch 2 (4,096 tokens a step), while your examples average {avg:,.0f} tokens; trained "
+            f"unpacked at batch 1 (training.md's recipes), each step carries ~{avg:,.0f} tokens and per-step "
+            f"overhead and padding dominate, so expect several times longer - train with --packing, or measure "
+            f"tokens/s with a short train_lora.py run and pass --throughput")
 
 
 def _months_left(status: dict | None, on: _dt.date) -> float | None:
@@ -518,7 +597,9 @@ def _assumptions_for(d: P.DataFile, w: Workload, params_b: float) -> list[dict[s
         "note": (f"reference: {ref.model} LoRA on {d.gpu_specs[ref.gpu].name}, {ref.setup} "
                  f"({ref.lora_tokens_per_s:g} tok/s, {ref.lora_memory_gib:g} GiB; QLoRA {ref.qlora_tokens_per_s:g} "
                  f"tok/s, {ref.qlora_memory_gib:g} GiB); scaling by peak TFLOPS assumes the same utilisation, "
-                 f"so faster GPUs are estimated optimistically - measure with train_lora.py and pass --throughput"),
+                 f"so faster GPUs are estimated optimistically; rows as full as the reference's (packed 2,048 "
+                 f"tokens, batch 2) are assumed, so with short unpacked examples the hours are a lower bound - "
+                 f"measure with train_lora.py and pass --throughput"),
         "as_of": ref.as_of, "source": ref.source})
     out.append({"name": "self_hosted_training_hours", "origin": "derived",
                         "value": "model load + training + evaluations",
@@ -546,7 +627,15 @@ def _target(d: P.DataFile, provider: str | None, model: str | None, w: Workload,
                          f"section; pick a managed --provider for the API comparison, or use --gpu ID")
     m = d.offering(p, model, params_b=w.params_b if w.params_source == "flag" else None)
     st = P.status_of(p, m, on)
-    warnings.extend(st.warnings)
+    lifecycle = list(st.warnings)
+    if st.status == "retiring" and lifecycle:   # the first warning is the dated "is retiring" one
+        lifecycle[0] = (lifecycle[0].replace(" is retiring:", " is a RETIRING offering:", 1)
+                        + (f" - every saving below ends {st.retires}" if st.retires else "")
+                        + "; for new work price the alternatives with --compare")
+    warnings.extend(lifecycle)
+    closed = P.closed_to_new_customers(p, m)
+    if closed and st.status != "retired":
+        warnings.append(f"{p.id}/{m.id}: NOT FOR NEW CUSTOMERS - {closed}")
     warnings.extend(_limit_warnings(p, m, w))
     if w.params_source == "default":
         size = m.params_b or (P._size_from_name(model.lower()) if (model and m.params_range_b) else None)
@@ -593,8 +682,15 @@ def estimate(d: P.DataFile, w: Workload, *, provider: str | None, model: str | N
 
     months_left = _months_left(status, on)
     extra = [(p.id, m.id)] if (p is not None and m is not None and b.origin.startswith("current_model")) else []
-    po_rows = prompt_only_rows(d, b, w, on, extra) if w.base_prompt_tokens is not None else []
+    po_skipped: list[dict[str, Any]] = []
+    po_rows = prompt_only_rows(d, b, w, on, extra, po_skipped) if w.base_prompt_tokens is not None else []
     warnings.extend(_estimate_warnings(w, b, prices, main, have_roi_input, status, months_left, po_rows))
+    caching = prompt_caching_note(w, b)
+    if caching:
+        warnings.append(caching["warning"])
+    short = short_example_note(w)
+    if short:
+        warnings.append(short)
 
     # self-hosted alternative
     params_b = w.params_b
@@ -618,6 +714,8 @@ def estimate(d: P.DataFile, w: Workload, *, provider: str | None, model: str | N
         **{k: v for k, v in main.items() if k != "training_tokens_billed"},
         "months_until_shutdown": months_left,
         "prompt_only": po_rows,
+        "prompt_only_excluded": po_skipped,
+        "prompt_caching": caching,
         "self_hosted": {"params_b": params_b, "params_source": w.params_source, "options": sh_rows},
         "compare": compare_rows(d, w, on=on, ov=ov, baseline=b) if compare else None,
         "assumptions": assumptions,
@@ -643,8 +741,11 @@ def _managed_row(p: P.Provider, m: P.Offering, st: P.Status, w: Workload, b: Bas
             ft_cached_price=m.ft_cached_price, cached_share=w.cached_share,
             requests_per_month=w.requests_per_month, fixed_monthly_cost=fixed)
     notes = []
-    if st.status == "retiring":
-        notes.append(f"RETIRING {st.date}")
+    closed = P.closed_to_new_customers(p, m)
+    if closed:
+        notes.append(f"NOT FOR NEW CUSTOMERS: {closed}")
+    if st.status == "retiring" and st.retires:
+        notes.append(f"savings end when it shuts down {st.retires}")
     if tp is None:
         notes.append(f"no {w.method} price")
     if m.ft_input_price is None:
@@ -657,12 +758,17 @@ def _managed_row(p: P.Provider, m: P.Offering, st: P.Status, w: Workload, b: Bas
     if m.caveat:
         notes.append(m.caveat)
     return {"provider": p.id, "model": m.id, "kind": "managed", "status": st.label,
+            "new_customers": closed is None, "savings_until": _iso_or_none(st.retires),
             "train_price": tp, "training_cost": r["training_cost"],
             "ft_cost_per_request": r["ft_cost_per_request"], "base_cost_per_request": r["base_cost_per_request"],
             "fixed_monthly_cost": r["fixed_monthly_cost"], "monthly_ft_cost": r["monthly_ft_cost"],
             "monthly_savings": r["monthly_savings"], "break_even_months": r["break_even_months"],
             "pays_back": r["pays_back"], "serving": m.serving, "warnings": st.warnings,
             "note": "; ".join(notes) or None, "as_of": m.as_of, "source": m.source}
+
+
+def _iso_or_none(d: _dt.date | None) -> str | None:
+    return d.isoformat() if d else None
 
 
 def compare_rows(d: P.DataFile, w: Workload, *, on: _dt.date, ov: Overrides, baseline: Baseline) -> dict[str, Any]:
@@ -701,8 +807,11 @@ def compare_rows(d: P.DataFile, w: Workload, *, on: _dt.date, ov: Overrides, bas
                      "monthly_ft_cost": s["fixed_monthly_cost"] if w.requests_per_month is not None else None,
                      "monthly_savings": s["monthly_savings"], "break_even_months": s["break_even_months"],
                      "pays_back": s["pays_back"], "serving": "self_hosted", "warnings": [],
+                     "new_customers": True, "savings_until": None,
                      "note": note, "as_of": s["as_of"], "source": s["source"]})
-    for po in (prompt_only_rows(d, b, w, on) if b.input_price is not None and w.base_prompt_tokens is not None else []):
+    po_skipped: list[dict[str, Any]] = []
+    for po in (prompt_only_rows(d, b, w, on, skipped=po_skipped)
+               if b.input_price is not None and w.base_prompt_tokens is not None else []):
         rows.append({"provider": po["provider"], "model": po["model"], "kind": "prompt_only", "status": po["status"],
                      "train_price": None, "training_cost": 0.0, "ft_cost_per_request": po["cost_per_request"],
                      "base_cost_per_request": _r(base_cpr, 8), "fixed_monthly_cost": 0.0,
@@ -710,9 +819,13 @@ def compare_rows(d: P.DataFile, w: Workload, *, on: _dt.date, ov: Overrides, bas
                      "break_even_months": 0.0 if (po["monthly_savings"] or 0) > 0 else None,
                      "pays_back": (po["monthly_savings"] or 0) > 0 if po["monthly_savings"] is not None else None,
                      "serving": "per_token", "warnings": [], "note": "prompt-only switch, no fine-tune",
+                     "new_customers": True, "savings_until": po["savings_until"],
                      "as_of": po["as_of"], "source": po["source"]})
+    # rows a new customer can buy first; offerings closed to new customers last (stable otherwise)
+    rows.sort(key=lambda r: not r["new_customers"])
     label = b.label if b.input_price is not None else "each row's own base model"
-    return {"baseline": label, "params_b": params_b, "rows": rows, "excluded": excluded}
+    return {"baseline": label, "params_b": params_b, "rows": rows, "excluded": excluded,
+            "prompt_only_excluded": po_skipped}
 
 
 # ---------------------------------------------------------------------- counting a training file
@@ -779,6 +892,11 @@ def _ft_cell(r: dict[str, Any]) -> str:
     return money(r["ft_cost_per_request"], True)
 
 
+def _until(saving: float | None, until: str | None) -> str:
+    """A saving with its end date: a retiring offering's saving is not open-ended."""
+    return money(saving) + (f" until {until}" if until and saving is not None else "")
+
+
 def _compare_lines(cmp_: dict[str, Any]) -> list[str]:
     from .cli import table
 
@@ -788,11 +906,16 @@ def _compare_lines(cmp_: dict[str, Any]) -> list[str]:
                       "monthly total", "savings/month", "break-even", "note"],
                      [(r["provider"], r["model"], r["status"], money(r["training_cost"]), _ft_cell(r),
                        money(r["fixed_monthly_cost"]) if r["fixed_monthly_cost"] is not None else "n/a",
-                       money(r["monthly_ft_cost"]), money(r["monthly_savings"]),
+                       money(r["monthly_ft_cost"]), _until(r["monthly_savings"], r.get("savings_until")),
                        _months(r["break_even_months"]), r["note"] or "") for r in cmp_["rows"]],
                      "lllrrrrrrl"))
+    if any(not r.get("new_customers", True) for r in cmp_["rows"]):
+        out.append("Rows marked NOT FOR NEW CUSTOMERS (listed last) cannot be bought by an organisation that has not "
+                   "fine-tuned there before; a saving 'until DATE' ends when the offering shuts down.")
     for e in cmp_["excluded"]:
         out.append(f"excluded: {e['provider']}/{e['model']} - {e['status']}, never recommended")
+    for e in cmp_.get("prompt_only_excluded") or []:
+        out.append(f"not offered as a prompt-only switch: {e['provider']}/{e['model']} - {e['reason']}")
     return out
 
 
@@ -848,7 +971,11 @@ def format_report(doc: dict[str, Any]) -> str:
         out.append("Prompt-only alternatives (same long prompt, no fine-tune - re-test quality first):")
         out.append(table(["provider", "model", "status", "$/request", "monthly", "savings/month"],
                          [(r["provider"], r["model"], r["status"], money(r["cost_per_request"], True),
-                           money(r["monthly_cost"]), money(r["monthly_savings"])) for r in po], "lllrrr"))
+                           money(r["monthly_cost"]), _until(r["monthly_savings"], r.get("savings_until")))
+                          for r in po], "lllrrr"))
+    if not doc.get("compare"):
+        for e in doc.get("prompt_only_excluded") or []:
+            out.append(f"not offered as a prompt-only switch: {e['provider']}/{e['model']} - {e['reason']}")
     sh = doc["self_hosted"]
     rows = [r for r in sh["options"] if r["fits"]]
     if rows and t["tokens_per_epoch"] is not None and not doc.get("compare"):

@@ -91,8 +91,8 @@ def recommend(a: Answers) -> tuple[str, list[str]]:
         return "prompt", reasons
     if a.examples is not None and a.examples < T["min_examples_few_shot"]:
         reasons.append(f"collect_data, not prompt: only {a.examples} good example(s) - fewer than "
-                       f"{T['min_examples_few_shot']}, too few even to pick few-shot examples and keep a test set "
-                       f"to measure a prompt (fine-tuning needs {T['min_examples_fine_tune']}+, OpenAI's minimum is 10)")
+                       f"{T['min_examples_few_shot']}, too few even to pick few-shot examples and measure a prompt "
+                       f"on the rest (fine-tuning needs {T['min_examples_fine_tune']}+, OpenAI's minimum is 10)")
         return "collect_data", reasons
     if a.examples is not None and a.examples < T["min_examples_fine_tune"]:
         if high:
@@ -106,7 +106,8 @@ def recommend(a: Answers) -> tuple[str, list[str]]:
         why = f"a {a.failure_mode} problem is a fine-tuning case, but " if a.failure_mode in ("format", "style", "task") else ""
         reasons.append(f"prompt, not fine_tune: {why}{a.examples} examples are fewer than "
                        f"{T['min_examples_fine_tune']} - put a few of your best in the prompt as few-shot examples "
-                       f"and keep the rest as a test set")
+                       f"and measure the prompt by k-fold cross-validation over all {a.examples} (every example "
+                       f"tested once, never shown as its own example) - too few to split off a test set")
         reasons.append(f"prompt, not collect_data: at {_volume(a)} (not over {hv}) a fine-tune would not pay for "
                        f"itself soon; {a.examples} examples are enough to write and measure a prompt today")
         if a.failure_mode == "format":
@@ -164,26 +165,36 @@ def suggest_providers(d: P.DataFile, privacy: str, on: _dt.date, budget: float |
         if pst.status == "retired":
             excluded.append({"provider": p.id, "reason": f"{pst.label}: never recommended"})
             continue
-        models, gone = [], []
+        models, gone, soon = [], [], []
         retiring: dict[str, list[str]] = {}
         if p.kind == "managed":
             for m in p.models:
                 st = P.status_of(p, m, on)
                 if st.status == "retired":
-                    gone.append(f"{m.id} (retired {st.date})")
+                    gone.append(f"{m.id} (shut down {st.retires})" if st.retires and on >= st.retires
+                                else f"{m.id} ({st.label})")
+                    continue
+                why = P.too_soon(st.retires, on)
+                if why:   # the same rule as the prompt-only switches: nothing that shuts down within ~6 months
+                    soon.append(f"{m.id} ({why})")
                     continue
                 models.append({"model": m.id, "status": st.label, "methods": list(m.methods),
                                "training_price": dict(m.training_price), "serving": m.serving,
                                "caveat": m.caveat})
                 if st.status == "retiring":
-                    retiring.setdefault(st.date.isoformat(), []).append(m.id)
+                    retiring.setdefault(_dates(st), []).append(m.id)
             if not models:
-                excluded.append({"provider": p.id, "reason": "every model is retired: " + ", ".join(gone)})
+                reason = ("every model is retired or shuts down too soon for new work: " if soon
+                          else "every model is retired: ") + ", ".join(gone + soon)
+                excluded.append({"provider": p.id, "reason": reason})
                 continue
-        warnings = list(pst.warnings)
-        for date, ids in sorted(retiring.items()):
-            warnings.append(f"{p.id}: {', '.join(ids)} and their fine-tunes shut down {date} "
-                            f"({(_dt.date.fromisoformat(date) - on).days} days after {on})")
+        # the provider's own warnings; a model's own retirement is said once, below, by date
+        warnings = list(P.status_of(p, None, on).warnings)
+        closed = P.closed_to_new_customers(p)
+        if closed:
+            warnings.append(f"{p.id}: NOT FOR NEW CUSTOMERS - {closed}")
+        for dates, ids in sorted(retiring.items()):
+            warnings.append(f"{p.id}: {', '.join(ids)} - {dates}")
         fixed = None
         if p.kind == "gpu_rental":
             prices = [g.price_per_hour for g in p.gpus if g.price_per_hour is not None]
@@ -193,7 +204,8 @@ def suggest_providers(d: P.DataFile, privacy: str, on: _dt.date, budget: float |
             "status_date": pst.date.isoformat() if pst.date else None, "warnings": warnings,
             "self_hosted": p.self_hosted, "on_prem": p.on_prem,
             "residency": p.residency.model_dump(), "models": models,
-            "retired_models": gone,
+            "retired_models": gone, "too_soon_models": soon,
+            "new_customers": closed is None, "existing_customers_only": closed,
             "gpus": [{"gpu": g.id, "tier": g.tier, "price_per_hour": g.price_per_hour} for g in p.gpus],
             "min_monthly_serving_cost": fixed,
             "why": _why(p),
@@ -205,8 +217,22 @@ def suggest_providers(d: P.DataFile, privacy: str, on: _dt.date, budget: float |
             entry["over_budget"] = True
         suggested.append(entry)
     order = {"available": 0, "retiring": 1}
-    suggested.sort(key=lambda e: (order.get(e["status"].split(" ")[0], 2), e.get("over_budget", False)))
+    # what a new customer can buy first; offerings closed to new customers last
+    suggested.sort(key=lambda e: (not e["new_customers"], order.get(e["status"].split(" ")[0], 2),
+                                  e.get("over_budget", False)))
     return suggested, excluded
+
+
+def _dates(st: "P.Status") -> str:
+    """Both lifecycle dates of a retiring model, each with its own meaning."""
+    parts = []
+    if st.training_ends:
+        parts.append(("training retirement no earlier than " if st.training_ends_no_earlier_than
+                      else "no new fine-tuning jobs from ") + st.training_ends.isoformat())
+    if st.retires:
+        parts.append(f"they and their fine-tunes shut down {st.retires} ({(st.retires - st.on).days} days after "
+                     f"{st.on})")
+    return "; ".join(parts)
 
 
 def _why(p: P.Provider) -> str:
@@ -239,15 +265,24 @@ def _flags(**kv) -> str:
     return " ".join(out)
 
 
+def _script_prefix() -> str:
+    """``python3 <this skill's real scripts dir>/`` - a command the user can paste, never a ``{baseDir}``."""
+    import shlex
+
+    from .bootstrap import SCRIPTS_DIR
+
+    return f"python3 {shlex.quote(str(SCRIPTS_DIR))}/"
+
+
 def _estimate_cmd(a: Answers, *, compare: bool = True) -> str:
-    S = "python3 {baseDir}/scripts/"
+    S = _script_prefix()
     return (S + "estimate_costs.py --current-model YOUR_MODEL" + (" --compare" if compare else "") + " "
-            + _flags(train=(None, "train.jsonl"), base_prompt_tokens=(None, "N"), ft_prompt_tokens=(None, "N"), output_tokens=(None, "N"),
+            + _flags(train=(None, "data/train.jsonl"), base_prompt_tokens=(None, "N"), ft_prompt_tokens=(None, "N"), output_tokens=(None, "N"),
                      requests_per_month=(a.monthly_requests, "N")))
 
 
 def _ask_again_cmd(a: Answers, examples: int | None) -> str:
-    S = "python3 {baseDir}/scripts/"
+    S = _script_prefix()
     return S + "should_finetune.py " + _flags(
         failure_mode=(a.failure_mode, "format"), examples=(examples, "N"),
         monthly_requests=(a.monthly_requests, None), requirements_change=(a.requirements_change, None),
@@ -256,16 +291,19 @@ def _ask_again_cmd(a: Answers, examples: int | None) -> str:
 
 def next_steps(rec: str, a: Answers, self_hosted_only: bool) -> list[dict[str, str]]:
     """What to run next; commands carry the user's own answers (placeholders only where unknown)."""
-    S = "python3 {baseDir}/scripts/"
+    S = _script_prefix()
     first = []
     if a.failure_mode == "format" and rec in ("fine_tune", "prompt"):
         first = [{"script": None, "why": STRUCTURED_OUTPUTS}]
     if rec == "fine_tune":
-        return first + [
+        return first + [   # SKILL.md's flow: prepare -> validate -> scan/redact -> cost -> baseline -> train
+            {"script": "prepare_data.py", "why": "convert your export, deduplicate and split train/validation/test "
+                                                 "without leakage",
+             "command": S + "prepare_data.py YOUR_EXPORT.jsonl --output-dir data/"},
             {"script": "validate_jsonl.py", "why": "check format, token counts, duplicates and train/test leakage",
-             "command": S + "validate_jsonl.py train.jsonl"},
-            {"script": "scan_pii.py", "why": "find and mask personal data before it is used for training"},
-            {"script": "prepare_data.py", "why": "normalise, deduplicate and split train/validation/test"},
+             "command": S + "validate_jsonl.py data/train.jsonl data/validation.jsonl data/test.jsonl"},
+            {"script": "scan_pii.py", "why": "find and redact personal data before anything leaves the machine",
+             "command": S + "scan_pii.py data/train.jsonl --redact data/train.redacted.jsonl"},
             {"script": "estimate_costs.py", "why": "training cost, savings against the model you run today, the "
                                                    "prompt-only switch, and break-even",
              "command": _estimate_cmd(a)},
@@ -310,7 +348,7 @@ def next_steps(rec: str, a: Answers, self_hosted_only: bool) -> list[dict[str, s
 
 def _measure_prompt_step(a: Answers) -> dict[str, str]:
     """How to measure a prompt: k-fold few-shot evaluation when the examples are too few for a test set."""
-    S = "python3 {baseDir}/scripts/"
+    S = _script_prefix()
     if a.examples is not None and THRESHOLDS["min_examples_few_shot"] <= a.examples < THRESHOLDS["min_examples_fine_tune"]:
         return {"script": "evaluate.py",
                 "why": f"{a.examples} examples are too few to hold out a test set: measure zero-shot vs few-shot "

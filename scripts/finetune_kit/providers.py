@@ -130,7 +130,9 @@ class Offering(Dated):
     limits: Limits = Limits()
     regions: Optional[list[str]] = None
     training_ends: Optional[_dt.date] = None
+    training_ends_no_earlier_than: bool = False   # the provider dates training retirement "no earlier than"
     retires: Optional[_dt.date] = None
+    existing_customers_only: Optional[str] = None  # why a NEW customer cannot buy it (None = anyone can)
     smaller: list[str] = []          # prompt-only alternatives priced next to this model as "today's model"
     caveat: Optional[str] = None     # one short line shown wherever the offering is listed
     notes: list[str] = []
@@ -198,6 +200,7 @@ class Provider(Dated):
     on_prem: bool
     training_ends: Optional[_dt.date] = None
     retires: Optional[_dt.date] = None
+    existing_customers_only: Optional[str] = None  # why a NEW customer cannot buy from it (None = anyone can)
     lifecycle: list[LifecycleEvent] = []
     residency: Residency
     notes: list[str] = []
@@ -409,8 +412,17 @@ def parse_date(text: str | None) -> _dt.date:
         raise UsageError(f"--as-of must be a date like 2026-11-23, got {text!r}") from None
 
 
+RECOMMEND_HORIZON_DAYS = 183     # ~6 months: nothing that shuts down sooner is suggested for new work
+
+
 @dataclass
 class Status:
+    """Lifecycle on a date. Two different dates, never one ambiguous "retiring (date)":
+
+    ``training_ends`` - the first day no new fine-tuning jobs can be created ("no new jobs from");
+    ``retires``       - the day the model and its fine-tunes stop answering ("shuts down").
+    """
+
     status: Literal["available", "retiring", "retired"]
     date: Optional[_dt.date]          # retirement / cut-off date (None when available)
     training_ends: Optional[_dt.date]
@@ -418,14 +430,33 @@ class Status:
     can_train: bool
     on: _dt.date
     warnings: list[str] = field(default_factory=list)
+    training_ends_no_earlier_than: bool = False
+
+    def _jobs(self, past: bool) -> str:
+        d = self.training_ends
+        if self.training_ends_no_earlier_than:
+            return f"training retirement no earlier than {d}"
+        return f"no new jobs since {d}" if past else f"no new jobs from {d}"
 
     @property
     def label(self) -> str:
-        return self.status if self.date is None else f"{self.status} ({self.date.isoformat()})"
+        if self.status == "available":
+            return "available"
+        if self.status == "retired":
+            if self.retires and self.on >= self.retires:
+                return f"retired (shut down {self.retires})"
+            return f"retired ({self._jobs(True)})"
+        parts = []
+        if self.training_ends and self.on < self.training_ends:
+            parts.append(self._jobs(False))
+        if self.retires:
+            parts.append(f"shuts down {self.retires}")
+        return f"retiring ({', '.join(parts)})"
 
     def to_json(self) -> dict[str, Any]:
         return {"status": self.status, "date": _iso(self.date), "label": self.label,
                 "training_ends": _iso(self.training_ends), "retires": _iso(self.retires),
+                "training_ends_no_earlier_than": self.training_ends_no_earlier_than,
                 "can_train": self.can_train, "judged_on": self.on.isoformat(),
                 "warnings": list(self.warnings)}
 
@@ -444,6 +475,10 @@ def status_of(provider: Provider, offering: Offering | None = None, on: _dt.date
     on = on or _dt.date.today()
     retires = _min(offering.retires if offering else None, provider.retires)
     training_ends = _min(offering.training_ends if offering else None, provider.training_ends)
+    nlt = bool(offering is not None and offering.training_ends_no_earlier_than
+               and training_ends == offering.training_ends)
+    jobs = (f"training retirement no earlier than {training_ends}" if nlt
+            else f"no new fine-tuning jobs from {training_ends}")
     name = f"{provider.id}/{offering.id}" if offering else provider.id
     warnings: list[str] = []
     if retires and on >= retires:
@@ -457,10 +492,10 @@ def status_of(provider: Provider, offering: Offering | None = None, on: _dt.date
     elif retires or training_ends:
         st, date = "retiring", retires or training_ends
         parts = []
+        if training_ends:
+            parts.append(jobs)
         if retires:
             parts.append(f"it and its fine-tunes shut down {retires} ({(retires - on).days} days after {on})")
-        if training_ends:
-            parts.append(f"no new fine-tuning jobs from {training_ends}")
         warnings.append(f"{name} is retiring: " + "; ".join(parts))
     else:
         st, date = "available", None
@@ -476,7 +511,31 @@ def status_of(provider: Provider, offering: Offering | None = None, on: _dt.date
         else:
             warnings.append(f"{provider.id}: from {ev.date}, {ev.event}")
     can_train = st != "retired"
-    return Status(st, date, training_ends, retires, can_train, on, warnings)
+    return Status(st, date, training_ends, retires, can_train, on, warnings, nlt)
+
+
+def closed_to_new_customers(provider: Provider, offering: Offering | None = None) -> str | None:
+    """Why a customer who never used this offering cannot buy it (None = anyone can)."""
+    return (offering.existing_customers_only if offering is not None else None) or provider.existing_customers_only
+
+
+def too_soon(retires: _dt.date | None, on: _dt.date, *, not_before: _dt.date | None = None) -> str | None:
+    """Why an alternative that shuts down on ``retires`` must not be suggested for new work (None = fine).
+
+    It is too soon when it shuts down within :data:`RECOMMEND_HORIZON_DAYS` of ``on`` or on/before
+    ``not_before`` (the shutdown of the model it would replace).
+    """
+    if retires is None:
+        return None
+    if on >= retires:
+        return f"shut down {retires}"
+    if not_before is not None and retires <= not_before:
+        same = "the same day as" if retires == not_before else "before"
+        return f"shuts down {retires}, {same} the model it would replace ({not_before})"
+    if (retires - on).days <= RECOMMEND_HORIZON_DAYS:
+        return (f"shuts down {retires}, {(retires - on).days} days after {on} - "
+                f"within the {RECOMMEND_HORIZON_DAYS}-day horizon for new work")
+    return None
 
 
 def provider_status(provider: Provider, on: _dt.date | None = None) -> Status:

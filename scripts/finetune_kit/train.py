@@ -219,8 +219,50 @@ def _check_collation(rows: list[dict], pad_id: int, eos_ids: set[int], batch_siz
             "padding_positions_trained": trained_pad, "ok": before == after and trained_pad == 0}
 
 
+def _hub_unreachable() -> str | None:
+    """Why the Hugging Face Hub cannot be reached right now (None = it can, or we cannot tell)."""
+    import os
+    import socket
+    from urllib.parse import urlparse
+
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
+        return "HF_HUB_OFFLINE is set"
+    if any(os.environ.get(k) for k in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return None  # a proxy decides; let the hub client try
+    host = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co").hostname or "huggingface.co"
+    try:
+        socket.create_connection((host, 443), timeout=3).close()
+    except OSError as exc:
+        return f"no connection to {host} ({exc.__class__.__name__})"
+    return None
+
+
+def fail_fast_offline(ref: models.ModelRef) -> None:
+    """A hub id that is not cached, with the Hub out of reach: one line now, instead of ~45 s of retries."""
+    if ref.kind != "hub":
+        return
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        if isinstance(try_to_load_from_cache(ref.path, "config.json"), str):
+            return  # cached: transformers reads it offline
+    except (ImportError, ValueError):
+        pass
+    why = _hub_unreachable()
+    if why is None:
+        return
+    name = ref.path.split("/")[-1].lower()
+    alias = max((k for k in memory.KNOWN_SHAPES if name.startswith(k)), key=len, default=None)
+    shape = f"--base-model {alias}" if alias else f"a known shape ({', '.join(memory.KNOWN_SHAPES)})"
+    raise UsageError(f"'{ref.spec}' is not in the local Hugging Face cache and the Hub is out of reach ({why}): "
+                     f"plan offline with --memory-only {shape}, or --memory-only --model-config config.json "
+                     f"(saved from https://huggingface.co/{ref.path}/blob/main/config.json); a full --dry-run "
+                     f"needs the model's tokenizer (online once, or a local model directory)")
+
+
 def _model_config(ref: models.ModelRef) -> Any:
     transformers = require("transformers", "to read the model config")
+    fail_fast_offline(ref)
     d = models.local_dir(ref)
     if d is not None:
         return json.loads((Path(d) / "config.json").read_text(encoding="utf-8"))
@@ -277,6 +319,7 @@ def preflight(cfg: FtConfig, *, gpu: str | None = None, skip_memory_check: bool 
     ref = models.resolve(cfg.base_model)
     device = memory.detect_device()
     target = memory.named_gpu(gpu) if gpu else None
+    fail_fast_offline(ref)
     tok = _load_tokenizer(cfg, ref)
 
     problems = _Problems()
@@ -660,8 +703,9 @@ def format_preflight(rep: dict[str, Any]) -> str:
                      f"({plan.get('checkpoints')} checkpoints)")
         te = plan.get("throughput_estimate")
         if te and te.get("tokens_per_s"):
+            bound = "at least " if te.get("lower_bound") else ""
             lines.append(f"  speed (rough estimate, not measured): ~{te['tokens_per_s']:,} tokens/s -> "
-                         f"~{te['train_minutes']} min for {te['tokens']:,} tokens")
+                         f"{bound}~{te['train_minutes']} min for {te['tokens']:,} tokens; {te.get('assumptions', '')}")
         elif te:
             lines.append(f"  speed: {te['basis']}")
     mem = rep.get("memory") or {}

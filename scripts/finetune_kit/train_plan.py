@@ -36,6 +36,7 @@ REF_TOKENS_PER_S = {"lora": 3083.0, "qlora": 2413.0}
 REF_PARAMS = 8_030_261_248
 REF_TFLOPS = 165.0
 MIN_SCALED_PARAMS = 1e9
+REF_STEP_TOKENS = 2 * 2048  # the reference's tokens per optimizer step (batch 2 x 2048 packed)
 
 
 def distributed_env(env: dict[str, str] | None = None) -> dict[str, Any]:
@@ -102,20 +103,34 @@ def make_plan(cfg, n_rows: int, total_tokens: int, device: dict[str, Any], *,
     if target and base_params:
         plan["throughput_estimate"] = throughput_estimate(cfg.method, base_params, target, total,
                                                           plan["effective_batch"], t.max_seq_length,
-                                                          total_tokens, t.epochs if not t.max_steps else None)
+                                                          total_tokens, t.epochs if not t.max_steps else None,
+                                                          packing=t.packing, rows=rows, per_device_batch=t.batch_size)
     return plan
 
 
 def throughput_estimate(method: str, params: int, gpu: dict[str, Any], steps: int, eff_batch: int,
-                        seq: int, data_tokens: int, epochs: float | None) -> dict[str, Any]:
-    """A rough tokens/s and duration for a --gpu plan, scaled from a published reference (not measured)."""
+                        seq: int, data_tokens: int, epochs: float | None, *, packing: bool = True,
+                        rows: int | None = None, per_device_batch: int = 2) -> dict[str, Any]:
+    """A rough tokens/s and duration for a --gpu plan, scaled from a published reference (not measured).
+
+    The reference packs 2,048-token rows at batch 2 (4,096 tokens a step). Unpacked short rows carry far
+    fewer tokens a step, so per-step overhead and padding dominate: then the minutes are a lower bound
+    (``lower_bound``) and ``assumptions`` says why."""
     tflops = float(gpu.get("tflops_bf16") or REF_TFLOPS)
     tokens = data_tokens * epochs if epochs else steps * eff_batch * seq
     if params < MIN_SCALED_PARAMS:  # small models are bound by overheads, not FLOPs: the scaling does not hold
         return {"tokens_per_s": None, "tokens": int(tokens), "train_minutes": None,
                 "basis": f"no estimate below {MIN_SCALED_PARAMS / 1e9:.0f}B parameters (overhead-bound)"}
     tps = REF_TOKENS_PER_S.get(method, REF_TOKENS_PER_S["lora"]) * REF_PARAMS / max(params, 1) * tflops / REF_TFLOPS
+    per_step = (data_tokens / rows if rows else seq) * per_device_batch if not packing else seq * per_device_batch
+    lower = per_step < REF_STEP_TOKENS / 4
+    note = (f"assumes rows as full as the reference's ({REF_STEP_TOKENS:,} tokens a step); this plan's steps carry "
+            f"~{per_step:,.0f} tokens ({'unpacked ' if not packing else ''}batch {per_device_batch}), so per-step "
+            f"overhead and padding dominate: the minutes are a LOWER BOUND - expect several times longer; "
+            f"--packing fills rows, or measure a few steps on the GPU" if lower else
+            f"assumes rows as full as the reference's ({REF_STEP_TOKENS:,} tokens a step; this plan ~{per_step:,.0f})")
     return {"tokens_per_s": round(tps), "tokens": int(tokens), "train_minutes": round(tokens / tps / 60, 2),
+            "lower_bound": lower, "tokens_per_step": round(per_step), "assumptions": note,
             "basis": "torchtune's published RTX 4090 Llama-3.1-8B figure (LoRA 3,083 / QLoRA 2,413 tok/s, batch 2 "
                      "x 2048 packed), scaled by parameter count and peak bf16 TFLOPS - a rough estimate, not a "
                      "measurement"}
