@@ -241,3 +241,25 @@ def test_bad_input_exits_2(tmp_path, content, name):
     cp = run_script("diagnose_training", p)
     assert cp.returncode == 2, (cp.stdout, cp.stderr)
     assert cp.stderr.startswith("error: ") and len(cp.stderr.strip().splitlines()) == 1 and cp.stdout == ""
+
+
+def test_zero_loss_names_the_cause_from_the_curve():
+    # fallen from 2.0 to exactly 0, eval 0 too: leakage/duplicates, not a masked label
+    f = next(x for x in diagnose.analyse(_zero_at_30_log())["findings"] if x["code"] == "zero_loss")
+    assert f["severity"] == "error" and "leakage" in f["message"] and "overlap" in f["fix"]
+    assert f["evidence"]["first_logged_loss"] > 1 and f["evidence"]["min_eval_loss"] == 0.0
+    # the same curve ending at 0.003 instead of 0: still blocking, because the eval loss is ~0 as well
+    rows = [r | {"loss": 0.003 if r["loss"] == 0.0 else r["loss"],
+                 "eval_loss": 0.004 if r["eval_loss"] == 0.0 else r["eval_loss"]} for r in _zero_at_30_log()]
+    res = diagnose.analyse(rows)
+    assert [x["severity"] for x in res["findings"] if x["code"] == "zero_loss"] == ["error"]
+    assert res["best_step"] is None
+    # ~0 from the first step: the label mask
+    rows = [{"step": s, "loss": 0.0, "eval_loss": None} for s in range(1, 21)]
+    f = diagnose.analyse(rows)["findings"][0]
+    assert f["code"] == "zero_loss" and "from the start" in f["message"] and "label mask" in f["fix"]
+    # late memorisation with an honest eval loss stays a warning, and its fix does not promise a best_step
+    rows = [{"step": s, "loss": max(0.005, 2.0 - 0.04 * s), "eval_loss": 1.2 if s % 10 == 0 else None}
+            for s in range(1, 61)]
+    f = next(x for x in diagnose.analyse(rows)["findings"] if x["code"] == "zero_loss")
+    assert f["severity"] == "warning" and "when there is one" in f["fix"]

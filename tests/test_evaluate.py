@@ -340,6 +340,7 @@ def test_baseline_only_from_predictions_then_reused_as_a(tmp_path):
     code, doc2 = run_json("evaluate", "--test", test, "--predictions-a", out / "predictions.jsonl",
                           "--predictions-b", b, "--metrics", "exact_match")
     assert code == 0 and doc2["metrics"]["exact_match"]["a"] == 0.695 and doc2["verdict"] == "improved"
+    assert "forgetting was not checked" in doc2["verdict_reason"]  # no --general set was given
     cp = run_script("evaluate", "--test", test, "--predictions-a", a)
     assert cp.returncode == 0 and "baseline" in cp.stdout and "reuse with --predictions-a" not in cp.stdout
 
@@ -377,3 +378,12 @@ def test_mode_flag_combinations_are_usage_errors(tmp_path, flags):
     flags = [str(a) if f == "A" else str(test) if f == "G" else f for f in flags]
     cp = run_script("evaluate", "--test", test, *flags)
     assert cp.returncode == 2 and cp.stderr.startswith("error: ") and "Traceback" not in cp.stderr
+
+
+def test_few_shot_demonstrations_cover_the_labels_first():
+    labels = ["billing"] * 6 + ["bug"] * 6 + ["spam"] * 6 + ["feature"] * 6
+    items = [ev.TestItem(i, i + 1, [{"role": "user", "content": f"email {i}"}], lab, None)
+             for i, lab in enumerate(labels)]
+    _b, info = ev.few_shot_folds(items, 4, 4, seed=3)
+    for lines in info["demonstrations"].values():
+        assert sorted(labels[ln - 1] for ln in lines) == ["billing", "bug", "feature", "spam"]

@@ -11,8 +11,10 @@ Finding codes (stable; thresholds below are the documented defaults, evaluation.
   loss ends > 2x its minimum and above where it started. Grad-norm spikes (> 10x the median)
   without a loss blow-up are reported as a ``divergence`` warning.
 - ``zero_loss`` (error): a training loss of exactly 0, or < 0.01 within the first 20 % of
-  the logged steps (labels all masked, or duplicated/trivial data); (warning) when the loss
-  goes below 0.01 later (memorisation).
+  the logged steps, or < 0.01 while the eval loss is < 0.01 too (leaked validation data); the
+  message names the likely cause from the curve: ~0 from the start (labels all masked) or fallen
+  from a real loss (duplicated/trivial/leaked data); (warning) when only the training loss goes
+  below 0.01 later (memorisation).
 - ``overfitting`` (warning): eval loss (its last value and the mean of the last <= 3 points
   after the minimum) rose >= 5 % above its minimum while the training loss
   kept falling (>= 5 %); evidence includes the eval/train ratio and its band
@@ -376,7 +378,8 @@ def _grad_spikes(c: Curve) -> CurveFinding | None:
 
 
 def _zero_loss(c: Curve) -> CurveFinding | None:
-    """zero_loss: error when exactly 0 or < ZERO_LOSS early; warning when it gets there late."""
+    """zero_loss: error when exactly 0 or < ZERO_LOSS early, or when the EVAL loss gets there too
+    (validation data the model has seen); warning when the training loss gets there late."""
     if not c.n:
         return None
     fsteps, floss = c.fsteps, c.floss
@@ -384,25 +387,41 @@ def _zero_loss(c: Curve) -> CurveFinding | None:
     exact = np.where(floss == 0.0)[0]
     early = np.where((floss < ZERO_LOSS) & (fsteps <= early_cut))[0]
     late = np.where(floss < ZERO_LOSS)[0]
-    if len(exact) or len(early):
-        i = int(early[0]) if len(early) else int(exact[0])
+    eval_zero = np.where(c.ev < ZERO_LOSS)[0]
+    fell = float(floss[0]) >= 0.5       # it started high: it learned its way down, labels are not all masked
+    if len(exact) or len(early) or (len(late) and len(eval_zero)):
+        i = int(early[0]) if len(early) else int(exact[0]) if len(exact) else int(late[0])
+        ev_note = (f"; the eval loss is {_fmt(float(c.ev[eval_zero[0]]))} too (step {int(c.es[eval_zero[0]])})"
+                   if len(eval_zero) else "")
+        if fell:
+            cause = ("the loss fell from {first} to ~0{ev}: the model reproduces its training data exactly - "
+                     "duplicated or trivial examples" + (", and validation examples that are also in the training "
+                                                         "data (leakage)" if len(eval_zero) else "")).format(
+                first=_fmt(float(floss[0])), ev=ev_note)
+            fix = ("check validation/test against training for overlap (validate_jsonl.py train.jsonl "
+                   "validation.jsonl reports leakage; prepare_data.py splits without it), remove duplicates, make "
+                   "sure the answers are not given in the prompt; then retrain")
+        else:
+            cause = f"the loss is ~0 from the start{ev_note}: nothing is being learned"
+            fix = ("check the label mask: if every label is -100 (prompt-only masking with a truncated answer, or "
+                   "a template without assistant markers) the loss is 0; check for duplicated or trivial examples "
+                   "(validate_jsonl.py reports duplicates) and for test/train leakage")
         return CurveFinding(
             "zero_loss", "error", int(fsteps[i]),
             f"training loss {_fmt(float(floss[i]))} at step {int(fsteps[i])}"
             + (f" within the first {int(EARLY_FRACTION * 100)}% of training" if len(early) else "")
-            + (f" and exactly 0 from step {int(fsteps[exact[0]])}" if len(exact) else ""),
-            "check the label mask: if every label is -100 (prompt-only masking with a truncated "
-            "answer, or a template without assistant markers) the loss is 0; check for duplicated or "
-            "trivial examples (validate_jsonl.py reports duplicates) and for test/train leakage",
-            {"loss": float(floss[i]), "step": int(fsteps[i]), "threshold": ZERO_LOSS})
+            + (f" and exactly 0 from step {int(fsteps[exact[0]])}" if len(exact) else "") + f"; {cause}",
+            fix, {"loss": float(floss[i]), "step": int(fsteps[i]), "threshold": ZERO_LOSS,
+                  "first_logged_loss": float(floss[0]),
+                  "min_eval_loss": float(np.min(c.ev)) if len(c.ev) else None})
     if len(late):
         i = int(late[0])
         return CurveFinding(
             "zero_loss", "warning", int(fsteps[i]),
             f"training loss fell below {ZERO_LOSS} at step {int(fsteps[i])}: the model is memorising "
             f"the training set",
-            "use fewer epochs or the checkpoint at best_step; add data or dropout; compare eval loss "
-            "and run evaluate.py before trusting this adapter",
+            "use fewer epochs or an earlier checkpoint (best_step when there is one); add data or dropout; "
+            "compare eval loss and run evaluate.py before trusting this adapter",
             {"loss": float(floss[i]), "step": int(fsteps[i]), "threshold": ZERO_LOSS})
     return None
 

@@ -471,7 +471,9 @@ def decide(primary: str, rows: dict[str, dict], general: dict | None) -> tuple[s
     if gen_reg:
         return "regressed", f"general set regressed on {', '.join(gen_reg)} (forgetting)"
     if sig == "better":
-        return "improved", f"{primary} is significantly better for B and the general set did not regress"
+        return "improved", (f"{primary} is significantly better for B"
+                            + (" and the general set did not regress" if general else
+                               " (no --general set was given: forgetting was not checked)"))
     if row.get("n", 0) == 0:
         return "no_significant_change", f"{primary} could not be scored on any example"
     return "no_significant_change", f"the 95% CI of the {primary} difference includes 0"
@@ -750,12 +752,33 @@ def _demo_turns(item: TestItem) -> list[dict] | None:
     return turns + [{"role": "assistant", "content": item.reference}]
 
 
+def _spread(order: list[int], pool: list[int], items: Sequence[TestItem], shots: int) -> list[int]:
+    """``shots`` demonstrations from ``pool`` (in the seeded order), covering as many different reference
+    answers as possible first - for a classifier, one example per label before any label repeats."""
+    picked: list[int] = []
+    seen: set[str] = set()
+    for i in pool:
+        if len(picked) == shots:
+            break
+        if items[i].reference not in seen:
+            picked.append(i)
+            seen.add(items[i].reference)
+    for i in pool:
+        if len(picked) == shots:
+            break
+        if i not in picked:
+            picked.append(i)
+    return sorted(picked, key=order.index)
+
+
 def few_shot_folds(items: Sequence[TestItem], k: int, shots: int, seed: int) -> tuple[list[TestItem], dict]:
     """B's prompts for k-fold few-shot evaluation, in test order, and what was done.
 
     Examples are shuffled (seeded) into k folds; every example of a fold is prompted with the same
     ``shots`` demonstrations drawn from the OTHER folds, so no example is ever its own demonstration
-    and every example is tested exactly once (all n count toward the paired test).
+    and every example is tested exactly once (all n count toward the paired test). Demonstrations cover
+    different reference answers first (one per label for a classifier). ``demonstrations`` in the
+    returned info lists, per fold, the 1-based line numbers of the test file shown as examples.
     """
     import random
 
@@ -766,10 +789,8 @@ def few_shot_folds(items: Sequence[TestItem], k: int, shots: int, seed: int) -> 
     random.Random(seed).shuffle(order)
     fold_of = {i: pos % k for pos, i in enumerate(order)}
     demos = {i: _demo_turns(items[i]) for i in range(n)}
-    per_fold: dict[int, list[int]] = {}
-    for f in range(k):
-        pool = [i for i in order if fold_of[i] != f and demos[i] is not None]
-        per_fold[f] = pool[:shots]
+    per_fold = {f: _spread(order, [i for i in order if fold_of[i] != f and demos[i] is not None], items, shots)
+                for f in range(k)}
     used = min(len(v) for v in per_fold.values())
     if used == 0:
         raise UsageError("--few-shot-cv: no example can be shown as a demonstration (every one has tool calls "
@@ -838,11 +859,13 @@ def _generate(o: Options, mode: str, items, gitems) -> Outputs:
         ga = (load_predictions(o.general_predictions_a, len(gitems)) if mode == "mixed"
               else gen.generate("a", gitems, desc="generating A (general)", **kw))
         res.gouts = (ga, gen.generate("b", gitems, desc="generating B (general)", **kw))
-    truncated = sum(1 for side in (res.outs_a, res.outs_b or []) for x in side
-                    if x.output_tokens == o.max_new_tokens)
-    if truncated:
-        res.warnings.append(f"{truncated} outputs stopped at --max-new-tokens {o.max_new_tokens}; "
-                            f"raise it if answers are cut off")
+    cut = {k: sum(1 for x in side if x.output_tokens == o.max_new_tokens)
+           for k, side in (("A", res.outs_a), ("B", res.outs_b or []))}
+    if any(cut.values()):
+        which = ", ".join(f"{n} of {k}'s ({(res.a if k == 'A' else res.b).label})" for k, n in cut.items() if n)
+        res.warnings.append(f"{which} outputs stopped at --max-new-tokens {o.max_new_tokens}: raise it if those "
+                            f"answers are cut off; if the reference answers are short (labels), a model that "
+                            f"rambles past them is wrong anyway - keep the limit small to save time")
     return res
 
 
