@@ -41,7 +41,7 @@ def build_parser():
                         "engine, for LANG (default: every language)")
     g.add_argument("--entities", default="default", metavar="LIST",
                    help="comma list of entity types; keywords: default, secrets, all; -NAME drops one "
-                        "(default,-LOCATION). default = e-mail, phone, card, US SSN, IBAN, IP, street address, "
+                        "(default,-LOCATION). default = e-mail, phone, card, US SSN, IBAN, IP, street address, date of birth, "
                         "home-path user name, secrets, PERSON, LOCATION (see --list-entities)")
     g.add_argument("--pattern", action="append", default=[], metavar="NAME=REGEX",
                    help="your own entity (repeatable), e.g. ORDER_ID='ORD-\\d{5}'; a named group (?P<v>...) "

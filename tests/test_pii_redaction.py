@@ -358,3 +358,30 @@ def test_nlp_hf_model_through_presidio_transformers_engine(tmp_path):
     assert any(h.entity_type == "EMAIL_ADDRESS" for h in en)
     cp = run_script("scan_pii", _write(tmp_path / "x.jsonl", [_chat("xin chào")]), "--nlp", "hf:/no/such/dir")
     assert cp.returncode == 2 and "hf:" in cp.stderr
+
+
+def test_fresh_agent_leftovers_dob_uk_postcode_and_sign_off_lines():
+    """What a new user's helpdesk export still leaked or broke (fresh-agent trial): a date of birth, a UK
+    postcode cut in half by a US-state reading of 'NW', and a name span that swallowed the next line."""
+    from finetune_kit import pii
+    from finetune_kit.pii_propagate import refine
+
+    eng = pii.build_engine("patterns", language="en", entities="default", threshold=0.4,
+                           regions=pii.phone_regions("default"))
+    sc = pii.Scanner(eng)
+    cases = {"My DOB is 12/03/1988, thanks": ("DATE_OF_BIRTH", "12/03/1988"),
+             "date of birth: March 3, 1990": ("DATE_OF_BIRTH", "March 3, 1990"),
+             "Aisha Khan, 14 Baker Street, London NW1 6XE": ("STREET_ADDRESS", "14 Baker Street, London NW1 6XE"),
+             "Ship to 12 Main Street, Springfield, IL 62704 please": ("STREET_ADDRESS",
+                                                                       "12 Main Street, Springfield, IL 62704")}
+    for text, want in cases.items():
+        got = {(h.entity_type, text[h.start:h.end]) for h in refine(text, sc.analyze([text])[0])}
+        assert want in got, (text, got)
+    assert not [h for h in sc.analyze(["The meeting is on 12/03/2026."])[0] if h.entity_type == "DATE_OF_BIRTH"]
+    text = "Please update. Kevin Liu\nSent from my iPhone"
+
+    class H:  # a NER span over the line break, as spaCy's small model produces it
+        def __init__(self, s, e, t, sc=0.85, src=None, can=None):
+            self.start, self.end, self.entity_type, self.score, self.source, self.canonical = s, e, t, sc, src, can
+    out = refine(text, [H(text.index("Kevin"), text.index("Sent") + 4, "PERSON")])
+    assert [text[h.start:h.end] for h in out] == ["Kevin Liu"]

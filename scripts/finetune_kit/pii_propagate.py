@@ -186,6 +186,12 @@ def _trim_name(text: str, h):
     """Cut id-shaped tokens and dashes off the ends of a NER name/place ("TCK-52648 - Carina" -> "Carina",
     "Order ORD-566726" -> nothing)."""
     value = text[h.start:h.end]
+    if "\n" in value.strip():  # a name never spans a line break ("Kevin Liu\nSent from my iPhone")
+        lines = [(m.start(), m.end()) for m in re.finditer(r"[^\n]+", value) if any(c.isalpha() for c in m.group())]
+        if not lines:
+            return None
+        h = type(h)(h.start + lines[0][0], h.start + lines[0][1], h.entity_type, h.score, h.source, h.canonical)
+        value = text[h.start:h.end]
     toks = [(m.start(), m.end()) for m in re.finditer(r"\S+", value)]
     while len(toks) > 1 and value[toks[0][0]:toks[0][1]].strip(",.!:;").casefold() in _LEAD_WORDS:
         toks.pop(0)  # "Sorry Anna", "Dear Mr Smith" -> the name only

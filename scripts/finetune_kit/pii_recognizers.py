@@ -371,7 +371,7 @@ _STREET_SUFFIX = (r"(?:Street|St|Avenue|Ave|Road|Rd|Boulevard|Blvd|Lane|Ln|Drive
 _NAME_WORD = r"(?:[A-Z][A-Za-z'’.-]*|\d{1,3}(?:st|nd|rd|th)|[NSEW]\.?|Mc[A-Z][a-z]+)"
 _UNIT = r"(?:,?\s+(?:Apt|Apartment|Suite|Ste|Unit|Flat|Fl|Floor|Room|Rm|Bldg|#)\.?\s*#?\s?[A-Za-z0-9-]{1,6})"
 _US_TAIL = (r"(?:,\s*[A-Z][A-Za-z.'-]+(?:\s[A-Z][A-Za-z.'-]+){0,3},?\s+"
-            r"(?:[A-Z]{2}(?:\s+\d{5}(?:-\d{4})?)?|[A-Z][a-z]+\s+\d{5}(?:-\d{4})?))")
+            r"(?:[A-Z]{2}(?![A-Za-z0-9])(?:\s+\d{5}(?:-\d{4})?)?|[A-Z][a-z]+\s+\d{5}(?:-\d{4})?))")  # NW1: UK
 _UK_POSTCODE = r"(?:[A-Z]{1,2}\d[A-Z\d]?\s*\d[A-Z]{2})"
 _UK_TAIL = r"(?:,?\s+(?:[A-Z][A-Za-z'-]+(?:\s[A-Z][A-Za-z'-]+){0,2},?\s+)?" + _UK_POSTCODE + r")"
 _EU_PREFIX = (r"(?:Via|Viale|Piazza|Corso|Largo|Rue|Avenue|Boulevard|Chemin|Calle|Avenida|Carrer|Paseo"
@@ -416,6 +416,11 @@ ADDRESS_SPECS = [
     RegexSpec("number_words_unit",
               r"\b\d{1,6}\s+(?:[^\W\d_][\w'’.-]*\s+){1,4}\d{0,4}\s*,?\s*(?:Apt\.?|Apartment|Suite|Unit)\s+\d{1,5}\b", 0.5),
 ]
+_MONTH = r"(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Sept|Oct|Nov|Dec)[a-z]{0,6}\.?"
+_DOB = (r"(?i:\b(?:d\.?o\.?b\.?|date[ \t]+of[ \t]+birth|birth[ \t]*date|birthday|born(?:[ \t]+on)?)\b)"
+        r"(?:[ \t]*(?:is|was|=|:|-|–))?[ \t]*(?P<v>\d{1,2}[./-]\d{1,2}[./-]\d{2,4}|\d{4}-\d{1,2}-\d{1,2}"
+        r"|\d{1,2}(?:st|nd|rd|th)?[ \t]+" + _MONTH + r",?[ \t]+\d{4}|" + _MONTH + r"[ \t]+\d{1,2}(?:st|nd|rd|th)?,?[ \t]+\d{4})"
+        r"(?![\d/.-]\d)")
 ADDRESS_CONTEXT = (r"\b(?:address|addr|live[sd]?|living|resid\w*|located|ship(?:ping|ped)?|deliver\w*"
                    r"|mail(?:ing)?|send|sent|billing|home|office|visit|move[sd]?|street|meet me at|enter on"
                    r"|to be sent to|courier|parcel|package)\b|địa chỉ|地址|收货")
@@ -643,6 +648,13 @@ def _catalogue() -> list[ExtraRecognizer]:
             lambda lang: RegexValueRecognizer("STREET_ADDRESS", ADDRESS_SPECS, name="StreetAddressRecognizer",
                                               supported_language=lang, context=ADDRESS_CONTEXT,
                                               context_window=40, context_boost=0.3)),
+        ExtraRecognizer(
+            "DATE_OF_BIRTH", "DateOfBirthRecognizer",
+            "a date right after a birth cue (`DOB`, `D.O.B.`, `date of birth`, `birth date`, `birthday`, `born on`): "
+            "`12/03/1988`, `1988-03-12`, `12 March 1988`, `March 12, 1988`; other dates are not reported by default",
+            "0.85",
+            lambda lang: RegexValueRecognizer("DATE_OF_BIRTH", [RegexSpec("dob", _DOB, 0.85)],
+                                              name="DateOfBirthRecognizer", supported_language=lang)),
         ExtraRecognizer(
             "CREDIT_CARD", "CardNumberRecognizer",
             "payment cards presidio's recognizer misses (Mastercard 2221-2720, 17-19 digit Visa/Maestro/"
