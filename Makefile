@@ -12,7 +12,7 @@ export TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS :=
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: demo test install openclaw clean bench help
+.PHONY: demo test install openclaw llama-cpp serve-bench clean bench help
 
 help:
 	@echo "make demo  - set up .venv and run the whole pipeline on bundled sample data (CPU)"
@@ -34,7 +34,20 @@ OPENCLAW_DIR := .cache/openclaw
 openclaw:
 	@bash tests/openclaw/install.sh $(OPENCLAW_DIR)
 
-test: $(STAMP) openclaw
+# llama.cpp's converter scripts (convert_lora_to_gguf.py ...) for export_adapter.py --gguf: the
+# llama-cpp-python source archive (77 MB, nothing is built), cached in .cache/llama-cpp
+LLAMA_CPP_CACHE := .cache/llama-cpp
+llama-cpp:
+	@ls $(LLAMA_CPP_CACHE)/llama_cpp_python-*.tar.gz >/dev/null 2>&1 || \
+	  $(PY) -m pip download -q --no-deps --no-binary :all: 'llama-cpp-python==0.3.36' -d $(LLAMA_CPP_CACHE)
+
+# Serve the demo's adapter with llama.cpp and compare with transformers (builds llama-cpp-python once)
+serve-bench: $(STAMP) llama-cpp
+	@$(PY) -c 'import llama_cpp' 2>/dev/null || CMAKE_ARGS='-DLLAVA_BUILD=OFF' $(PY) -m pip install 'llama-cpp-python==0.3.36'
+	@test -f demo-output/eval/predictions.jsonl || $(MAKE) demo
+	$(PY) bench/serve_gguf.py --demo-dir demo-output --llama-cpp $(LLAMA_CPP_CACHE) --results bench/results/serve_gguf.md
+
+test: $(STAMP) openclaw llama-cpp
 	OPENCLAW_DIR=$(CURDIR)/$(OPENCLAW_DIR) $(PY) -m pytest -q tests
 
 demo: $(STAMP)

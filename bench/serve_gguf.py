@@ -114,6 +114,7 @@ def compare(rows: list[dict], served: list[str], side: str = "prediction_b") -> 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--demo-dir", default=str(ROOT / "demo-output"))
+    ap.add_argument("--export-dir", help="serve this existing export_adapter.py --gguf output instead of exporting")
     ap.add_argument("--work-dir", default=str(ROOT / "bench" / "out" / "serve_gguf"))
     ap.add_argument("--llama-cpp", help="llama.cpp converter location (see export_adapter.py --llama-cpp)")
     ap.add_argument("--bases", default="q4_1,f32", help="comma list of q4_1 (the demo's GGUF) and f32")
@@ -139,10 +140,17 @@ def main(argv=None) -> int:
                                "max_new_tokens": a.max_new_tokens, "runs": []}
     if ev_max_new and ev_max_new != a.max_new_tokens:
         print(f"note: evaluate.py used max_new_tokens={ev_max_new}", file=sys.stderr)
-    llama = export_gguf.find_llama_cpp(a.llama_cpp)
+    llama = export_gguf.find_llama_cpp(a.llama_cpp) if (a.llama_cpp or not a.export_dir or "f32" in a.bases) else None
     tok = None
+    if a.export_dir:
+        doc = json.loads((Path(a.export_dir) / "export_manifest.json").read_text(encoding="utf-8"))
+        if not (doc.get("gguf") or {}).get("file"):
+            raise SystemExit(f"{a.export_dir} has no adapter.gguf: export with --gguf")
+        doc["_seconds"] = None
+        a.outtypes = doc["gguf"]["outtype"]
     for outtype in a.outtypes.split(","):
-        doc = export_gguf_dir(demo, work, a.llama_cpp, outtype)
+        if not a.export_dir:
+            doc = export_gguf_dir(demo, work, a.llama_cpp, outtype)
         g, ct = doc["gguf"], doc["chat_template"]
         results.setdefault("export", {})[outtype] = {
             "seconds": doc["_seconds"], "size_bytes": g["size_bytes"], "tensor_check": g["tensor_check"],
@@ -206,7 +214,7 @@ def markdown(res: dict, a) -> str:
               f"{c['agreement_with_adapter_answers']:.1%} of tickets, so the served adapter is what changes them."]
     for k, e in (res.get("export") or {}).items():
         tc, gc = e["tensor_check"], e.get("template_check") or {}
-        L += ["", f"Export ({k}): {e['seconds']} s, adapter.gguf {e['size_bytes'] / 1e6:.1f} MB, "
+        L += ["", f"Export ({k}): {e['seconds'] if e['seconds'] is not None else '-'} s, adapter.gguf {e['size_bytes'] / 1e6:.1f} MB, "
               f"{tc['tensors_checked']} LoRA updates max rel. error {tc['max_rel_error']:.1e}; template vs the GGUF's "
               f"own: jinja {'same' if gc.get('jinja_matches') else 'DIFFERENT'}, llama.cpp built-in "
               f"{ {True: 'same', False: 'different', None: 'not checked'}[gc.get('builtin_matches')] }; stop covers "

@@ -444,11 +444,12 @@ def compatibility_warnings(adapter: AdapterInfo, base: BaseInfo, tmpl: dict[str,
     elif arch not in OLLAMA_ADAPTER_ARCHS:
         w.append(Warn("ollama_unsupported_architecture", "ollama",
                       f"Ollama cannot import a LoRA adapter for a '{arch}' base (its adapter converter "
-                      f"handles only {', '.join(OLLAMA_ADAPTER_ARCHS)})", merge_hint))
+                      f"handles only {', '.join(OLLAMA_ADAPTER_ARCHS)})", "use --gguf (adapter.gguf), or " + merge_hint))
     if adapter.use_rslora:
         w.append(Warn("ollama_rslora", "ollama",
                       "the adapter uses rsLoRA (scale alpha/sqrt(r)); Ollama/llama.cpp apply alpha/r, so "
-                      f"the adapter would act {math.sqrt(adapter.r):.1f}x weaker", merge_hint))
+                      f"the adapter would act {math.sqrt(adapter.r):.1f}x weaker",
+                      "use --gguf (the scale is folded into adapter.gguf), or " + merge_hint))
     if adapter.use_dora:
         w.append(Warn("ollama_dora", "ollama",
                       "the adapter uses DoRA (magnitude vectors), which Ollama's adapter import cannot "
