@@ -169,6 +169,29 @@ def test_dora_needs_merge_for_gguf(adapter_dir, tmp_path):
     assert not (tmp_path / "e").exists()
 
 
+@needs_converter
+def test_merge_gguf_holds_base_plus_update(adapter_dir, smollm2_dir, tmp_path):
+    out = tmp_path / "export"
+    code, doc = run_json("export_adapter", adapter_dir, "--output-dir", out, "--gguf", "--merge", "--gguf-quant",
+                         "f16", "--llama-cpp", LLAMA_CPP)
+    assert code == 0, doc
+    mg = doc["merge"]["gguf"]
+    assert mg["type"] == "f16" and {"merged.gguf", "Modelfile.merged"} <= set(doc["files"])
+    assert mg["template_check"]["jinja_matches"] and mg["template_check"]["stop_covers_eog"]
+    lines = (out / "Modelfile.merged").read_text().splitlines()
+    assert "FROM ./merged.gguf" in lines and not any(ln.startswith("ADAPTER") for ln in lines)
+    # blk.4.attn_v.weight (no rotary reordering) == base v_proj + scale * B A, to f16/bf16 rounding
+    from safetensors.numpy import load_file
+
+    r = gguf.GGUFReader(str(out / "merged.gguf"))
+    assert export_gguf._field(r, "general.architecture") == "llama"
+    w = load_file(str(smollm2_dir / "model.safetensors"))["model.layers.4.self_attn.v_proj.weight"]
+    want = w + _peft_delta(adapter_dir, "model.layers.4.self_attn.v_proj", 8 / 4)
+    got = _gguf_tensor(r, "blk.4.attn_v.weight")
+    assert abs(got - want).max() <= 0.01 * abs(want).max()
+    assert abs(got - w).max() > 10 * abs(got - want).max()      # the update is really in there
+
+
 # ----------------------------------------------------------------------------- finding the converter
 
 def test_missing_converter_exits_2_with_the_setup_line(adapter_dir, tmp_path):

@@ -576,6 +576,8 @@ def write_merged_gguf(llama: LlamaCpp, merged_dir: Path, tmp: Path, *, qtype: st
         lines += [f'PARAMETER stop "{s}"' for s in tmpl["stop"]]
     (tmp / "Modelfile.merged").write_text("\n".join(lines) + "\n", encoding="utf-8")
     res["files"] = ["merged.gguf", "Modelfile.merged"]
+    if fam:
+        res["template_check"] = check_gguf_template(tmp / "merged.gguf", tmpl)
     return res
 
 
