@@ -271,14 +271,25 @@ def test_llama_cpp_serves_the_adapter_like_peft(adapter_dir, smollm2_dir, tmp_pa
     pm.eval()
     prompts = [tok.apply_chat_template([{"role": "user", "content": q}], tokenize=False, add_generation_prompt=True)
                for q in ("Route: I was charged twice", "What is the capital of France?", "Reset my password")]
-    llm = llama_cpp.Llama(model_path=str(base), lora_path=str(out), n_ctx=512, n_threads=2, seed=0, verbose=False)
+    llm = llama_cpp.Llama(model_path=str(base), lora_path=str(out), n_ctx=512, n_threads=2, seed=0, verbose=False,
+                          logits_all=True)
     same = 0
     for p in prompts:
         ids = tok(p, add_special_tokens=False, return_tensors="pt")["input_ids"]
+        toks = llm.tokenize(p.encode(), add_bos=True, special=True)
+        assert toks == ids[0].tolist()                       # llama.cpp's tokenizer agrees with HF's
         with torch.no_grad():
             ref = pm.generate(input_ids=ids, max_new_tokens=8, do_sample=False)[0, ids.shape[1]:].tolist()
-        got = llm.create_completion(llm.tokenize(p.encode(), add_bos=True, special=True), max_tokens=8,
-                                    temperature=0.0, top_k=1, repeat_penalty=1.0)
+            want = pm(input_ids=ids).logits[0, -1].numpy()
+            with pm.disable_adapter():
+                plain = pm(input_ids=ids).logits[0, -1].numpy()
+        llm.reset()
+        llm.eval(toks)
+        got_logits = llm.scores[llm.n_tokens - 1]
+        effect = abs(want - plain).max()
+        assert effect > 0.5 and abs(got_logits - want).max() < 0.05 * effect   # the adapter is applied, exactly
+        llm.reset()
+        got = llm.create_completion(toks, max_tokens=8, temperature=0.0, top_k=1, repeat_penalty=1.0)
         llm.reset()
         same += tok.decode(ref, skip_special_tokens=True).strip() == got["choices"][0]["text"].strip()
     assert same == len(prompts)
