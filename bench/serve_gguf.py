@@ -135,7 +135,7 @@ def main(argv=None) -> int:
     demo, work = Path(a.demo_dir).absolute(), Path(a.work_dir).absolute()
     work.mkdir(parents=True, exist_ok=True)
     rows, ev = load_demo(demo, a.limit)
-    ev_max_new = ((ev.get("config") or {}).get("max_new_tokens") if isinstance(ev, dict) else None)
+    ev_max_new = ((ev.get("generation") or {}).get("max_new_tokens") if isinstance(ev, dict) else None)
     results: dict[str, Any] = {"demo_dir": str(demo), "tickets": len(rows), "llama_cpp_python": llama_cpp.__version__,
                                "max_new_tokens": a.max_new_tokens, "runs": []}
     if ev_max_new and ev_max_new != a.max_new_tokens:
@@ -216,13 +216,16 @@ def markdown(res: dict, a) -> str:
         tc, gc = e["tensor_check"], e.get("template_check") or {}
         L += ["", f"Export ({k}): {e['seconds'] if e['seconds'] is not None else '-'} s, adapter.gguf {e['size_bytes'] / 1e6:.1f} MB, "
               f"{tc['tensors_checked']} LoRA updates max rel. error {tc['max_rel_error']:.1e}; template vs the GGUF's "
-              f"own: jinja {'same' if gc.get('jinja_matches') else 'DIFFERENT'}, llama.cpp built-in "
-              f"{ {True: 'same', False: 'different', None: 'not checked'}[gc.get('builtin_matches')] }; stop covers "
+              f"own (3 conversations): jinja (llama.cpp's default) {'same' if gc.get('jinja_matches') else 'DIFFERENT'}, "
+              f"llama.cpp built-in (--no-jinja) same on {gc.get('builtin_same', '-')}/{gc.get('builtin_checked', 0)}; stop covers "
               f"{', '.join(gc.get('eog_tokens') or [])}: {gc.get('stop_covers_eog')}."]
-    bad = [d for r in res["runs"] for d in r["disagreements"]][:5]
+    bad = [(r, d) for r in res["runs"] for d in r["disagreements"]][:6]
     if bad:
-        L += ["", "First disagreements (transformers | served):", ""]
-        L += [f"- #{d['index']}: `{d['transformers']}` | `{d['served']}`" for d in bad]
+        L += ["", "Disagreements (transformers | served):", ""]
+        L += [f"- {r['base']} + {r['adapter_outtype']}, ticket #{d['index']}: `{d['transformers']}` | `{d['served']}`"
+              for r, d in bad]
+    L += ["", "Generation speed (gen tok/s) is one process on 2 cores shared with other jobs: compare rows of one "
+          "run only, and not as a benchmark of llama.cpp."]
     L += ["", f"Pass: served == transformers on >= {AGREE_MIN:.0%} of tickets and |EM diff| <= {EM_POINTS:g} points: "
           f"**{'yes' if res['passed'] else 'NO'}**."]
     return "\n".join(L) + "\n"

@@ -449,7 +449,7 @@ def check_gguf_template(path: Path, tmpl: dict[str, Any]) -> dict[str, Any]:
         [{"role": "system", "content": S}, {"role": "user", "content": U}, {"role": "assistant", "content": A},
          {"role": "user", "content": U + "b"}],
     ]
-    ok, builtin_ok, builtin_n = True, True, 0
+    ok, builtin_ok, builtin_n, builtin_same = True, True, 0, 0
     for conv in convs:
         want = simulate_go_template(fam, conv, tmpl.get("default_system"))
         try:
@@ -466,12 +466,13 @@ def check_gguf_template(path: Path, tmpl: dict[str, Any]) -> dict[str, Any]:
         b = llama_cpp_builtin(info["template"], conv)
         if b is not None:
             builtin_n += 1
+            builtin_same += b == want
             if b != want:
                 builtin_ok = False
                 res.setdefault("builtin_mismatch", {"llama_cpp_builtin": b, "modelfile": want})
     res["jinja_matches"] = ok
     res["builtin_matches"] = builtin_ok if builtin_n else None
-    res["builtin_checked"] = builtin_n
+    res["builtin_checked"], res["builtin_same"] = builtin_n, builtin_same
     return res
 
 
