@@ -45,7 +45,7 @@ llama-cpp:
 # Serve the demo's adapter with llama.cpp and compare with transformers (builds llama-cpp-python once)
 serve-bench: $(STAMP) llama-cpp serve-deps
 	@test -f demo-output/eval/predictions.jsonl || $(MAKE) demo
-	$(PY) bench/serve_gguf.py --demo-dir demo-output --llama-cpp $(LLAMA_CPP_CACHE) --results bench/results/serve_gguf.md
+	$(PY) bench/serve_gguf.py --demo-dir demo-output --bases q4_1,f32 --outtypes f16,f32 --llama-cpp $(LLAMA_CPP_CACHE) --results bench/results/serve_gguf.md
 
 test: $(STAMP) openclaw llama-cpp
 	OPENCLAW_DIR=$(CURDIR)/$(OPENCLAW_DIR) $(PY) -m pytest -q tests
