@@ -203,9 +203,11 @@ def pipeline(demo: Demo) -> dict[str, Any]:
     demo.run(Stage("export_adapter", "export_adapter", "Export for Ollama / vLLM / OpenClaw (+ verified merge)",
                    [str(adapter), "--output-dir", str(export_dir), "--name", "ticket-router", "--merge", *gguf_args],
                    note=gguf_note), needs=have_adapter)
+    # the full demo serves the Modelfile's own base (Q4_1); a --quick adapter is barely trained, so its long
+    # rambling answers are compared on an F32 GGUF of the same weights (exactness of the conversion only)
     serve = Stage("serve_gguf", "bench/serve_gguf", "Serve adapter.gguf with llama.cpp, compare with evaluate",
-                  ["--demo-dir", str(out), "--export-dir", str(export_dir), "--bases", "q4_1",
-                   "--work-dir", str(out / "serve")])
+                  ["--demo-dir", str(out), "--export-dir", str(export_dir), "--bases", "f32" if demo.quick else "q4_1",
+                   "--work-dir", str(out / "serve")] + gguf_args[1:])
     if importlib.util.find_spec("llama_cpp") is None:
         demo.stages.append(serve)
         serve.status = "skipped"
