@@ -7,7 +7,10 @@ Task: route customer support tickets to a strict JSON answer {"category", "prior
 Stages, each a subprocess `python3 scripts/<verb>.py ... --json` exactly as an agent runs them:
 should_finetune -> prepare_data -> validate_jsonl -> scan_pii (redaction) -> estimate_costs ->
 train_lora (SmolLM2-135M-Instruct on CPU, a few minutes) -> evaluate (base vs fine-tuned on the
-test split, paired tests) -> diagnose_training (--plot) -> export_adapter (--merge).
+test split, paired tests) -> diagnose_training (--plot) -> export_adapter (--merge, and --gguf when
+llama.cpp's converter is at hand: `make llama-cpp`) -> serve_gguf (bench/serve_gguf.py: base GGUF +
+adapter.gguf served by llama.cpp on the test split, compared with evaluate's transformers answers;
+needs llama-cpp-python, else reported as skipped).
 A stage whose script does not exist is reported as "not available yet"; a stage whose input
 did not get made is "skipped". Every stage's command, exit code, time and key results go to
 REPORT.md; each stage's full --json document is kept in OUTPUT_DIR/stages/.
@@ -18,6 +21,7 @@ existing one is replaced only with --force.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shlex
@@ -60,8 +64,12 @@ class Stage:
     stderr_tail: str = ""
     note: str = ""
 
+    @property
+    def rel_path(self) -> str:   # scripts/<verb>.py, or a bench script given as "bench/<name>"
+        return f"{self.script}.py" if "/" in self.script else f"scripts/{self.script}.py"
+
     def command(self) -> str:
-        return " ".join(["python3", f"scripts/{self.script}.py"] + [shlex.quote(a) for a in self.args])
+        return " ".join(["python3", self.rel_path] + [shlex.quote(a) for a in self.args])
 
 
 class Demo:
@@ -82,9 +90,9 @@ class Demo:
     def run(self, st: Stage, needs: list[Path] = ()) -> Stage:
         self.stages.append(st)
         n = len(self.stages)
-        script = ROOT / "scripts" / f"{st.script}.py"
+        script = ROOT / st.rel_path
         if not script.is_file():
-            st.status, st.note = "not available yet", f"scripts/{st.script}.py does not exist yet"
+            st.status, st.note = "not available yet", f"{st.rel_path} does not exist yet"
             self.log(f"[{n}] {st.title}: not available yet")
             return st
         missing = [str(p) for p in needs if not Path(p).exists()]
@@ -117,6 +125,19 @@ class Demo:
             st.note = st.note or (st.stderr_tail.splitlines() or ["no output"])[-1]
         self.log(f"    -> {st.status} (exit {st.exit_code}, {st.seconds} s)")
         return st
+
+
+def gguf_converter() -> tuple[list[str], str]:
+    """export_adapter.py --gguf arguments when llama.cpp's converter is at hand (make llama-cpp)."""
+    from finetune_kit import export_gguf
+
+    for cand in (ROOT / ".cache" / "llama-cpp", None):
+        try:
+            found = export_gguf.find_llama_cpp(str(cand) if cand else None)
+            return ["--gguf", "--llama-cpp", str(found.root)], ""
+        except UsageError:
+            continue
+    return [], "no adapter.gguf: " + export_gguf.setup_line()
 
 
 def pipeline(demo: Demo) -> dict[str, Any]:
@@ -178,9 +199,22 @@ def pipeline(demo: Demo) -> dict[str, Any]:
              needs=have_adapter + [test_for_eval])
     demo.run(Stage("diagnose_training", "diagnose_training", "Diagnose the training run",
                    [str(adapter), "--plot", str(out / "loss_curve.png")]), needs=have_adapter)
+    gguf_args, gguf_note = gguf_converter()
     demo.run(Stage("export_adapter", "export_adapter", "Export for Ollama / vLLM / OpenClaw (+ verified merge)",
-                   [str(adapter), "--output-dir", str(export_dir), "--name", "ticket-router", "--merge"]),
-             needs=have_adapter)
+                   [str(adapter), "--output-dir", str(export_dir), "--name", "ticket-router", "--merge", *gguf_args],
+                   note=gguf_note), needs=have_adapter)
+    # the full demo serves the Modelfile's own base (Q4_1); a --quick adapter is barely trained, so its long
+    # rambling answers are compared on an F32 GGUF of the same weights (exactness of the conversion only)
+    serve = Stage("serve_gguf", "bench/serve_gguf", "Serve adapter.gguf with llama.cpp, compare with evaluate",
+                  ["--demo-dir", str(out), "--export-dir", str(export_dir), "--bases", "f32" if demo.quick else "q4_1",
+                   "--work-dir", str(out / "serve")] + gguf_args[1:])
+    if importlib.util.find_spec("llama_cpp") is None:
+        demo.stages.append(serve)
+        serve.status = "skipped"
+        serve.note = ("llama-cpp-python is not installed (pip install 'llama-cpp-python==0.3.36' builds llama.cpp; "
+                      "`make serve-bench` does it)")
+    else:
+        demo.run(serve, needs=[export_dir / "adapter.gguf", evald / "predictions.jsonl"])
     total = round(time.time() - t0, 1)
     return {"generate": gen, "total_seconds": total}
 
@@ -307,9 +341,38 @@ def summarize(st: Stage, demo: Demo, truth: dict) -> list[str]:
                      f"(tolerance {_fmt(_get(m, 'merge_check', 'tolerance'), 6)}), saved files "
                      f"{_fmt(_get(m, 'saved_check', 'max_abs_diff'), 6)}, top-1 agreement after rounding "
                      f"{_fmt(_get(m, 'precision_vs_unmerged', 'top1_agreement'), 3)}.")
+        g = d.get("gguf") or {}
+        if g.get("file"):
+            tc = g.get("tensor_check") or {}
+            L.append(f"GGUF: `export/{g['file']}` ({g.get('outtype')}, {_fmt((g.get('size_bytes') or 0) / 1e6, 1)} MB) "
+                     f"converted by llama.cpp's convert_lora_to_gguf.py; {tc.get('tensors_checked')} LoRA updates equal "
+                     f"the adapter's (max rel. error {_fmt(tc.get('max_rel_error'), 6)}). The Modelfile says "
+                     f"`ADAPTER {_get(d, 'ollama', 'adapter')}` and FROM the base GGUF.")
+        elif st.note:
+            L.append(st.note)
+        gc = _get(d, "chat_template", "gguf_check") or {}
+        if gc.get("checked"):
+            L.append(f"Modelfile TEMPLATE + SYSTEM vs the base GGUF's own chat template (llama.cpp's prompt): "
+                     f"{'identical' if gc.get('jinja_matches') else 'DIFFERENT'} on {gc['checked']} conversations; "
+                     f"stop list covers {', '.join(gc.get('eog_tokens') or []) or '-'}: "
+                     f"{'yes' if gc.get('stop_covers_eog') else 'NO'}.")
         for w in d.get("warnings", []):
             L.append(f"- {w.get('code')}: {w.get('message')}")
         L.append("Details: `export/README.md`.")
+    elif st.key == "serve_gguf":
+        runs = d.get("runs") or []
+        for r in runs:
+            L.append(f"Served by llama.cpp (llama-cpp-python {d.get('llama_cpp_python')}): base `{r['base']}` GGUF + "
+                     f"adapter.gguf ({r['adapter_outtype']}) on the {r['n']} held-out tickets, greedy. Served answer == "
+                     f"transformers answer (evaluate.py, same adapter) on **{r['agreement']:.1%}**; exact match served "
+                     f"**{r['em_served']:.3f}** vs evaluate.py {r['em_transformers']:.3f} ({r['em_diff_points']:+.1f} "
+                     f"points); {r['tokens_per_s']} generated tokens/s.")
+        c = d.get("control_base_only") or {}
+        if c:
+            L.append(f"Control: the same base GGUF without the adapter scores {_fmt(c.get('em_served_base'))} "
+                     f"(evaluate.py's base {_fmt(c.get('em_transformers_base'))}).")
+        L.append(f"Pass (>= 95 % same answers, EM within 3 points): **{'yes' if d.get('passed') else 'NO'}**. "
+                 "Details: `serve/` and bench/serve_gguf.py.")
     return L
 
 
@@ -361,7 +424,7 @@ def report(demo: Demo, meta: dict) -> str:
           "- `train.redacted.jsonl`: the training split after PII redaction",
           "- `adapter/`: the LoRA adapter, training_log.jsonl, run_manifest.json",
           "- `eval/`: report.md, predictions.jsonl", "- `loss_curve.png`: diagnose_training --plot",
-          "- `export/`: Modelfile, vllm_serve.sh, openclaw.patch.json5, merged/, README.md",
+          "- `export/`: Modelfile, adapter.gguf (with a converter), vllm_serve.sh, openclaw.patch.json5, merged/, README.md",
           "- `stages/NN_<stage>.json`: every stage's full --json output", ""]
     return "\n".join(L)
 

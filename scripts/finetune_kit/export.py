@@ -502,11 +502,12 @@ def compatibility_warnings(adapter: AdapterInfo, base: BaseInfo, tmpl: dict[str,
     elif arch not in OLLAMA_ADAPTER_ARCHS:
         w.append(Warn("ollama_unsupported_architecture", "ollama",
                       f"Ollama cannot import a LoRA adapter for a '{arch}' base (its adapter converter "
-                      f"handles only {', '.join(OLLAMA_ADAPTER_ARCHS)})", merge_hint))
+                      f"handles only {', '.join(OLLAMA_ADAPTER_ARCHS)})", "use --gguf (adapter.gguf), or " + merge_hint))
     if adapter.use_rslora:
         w.append(Warn("ollama_rslora", "ollama",
                       "the adapter uses rsLoRA (scale alpha/sqrt(r)); Ollama/llama.cpp apply alpha/r, so "
-                      f"the adapter would act {math.sqrt(adapter.r):.1f}x weaker", merge_hint))
+                      f"the adapter would act {math.sqrt(adapter.r):.1f}x weaker",
+                      "use --gguf (the scale is folded into adapter.gguf), or " + merge_hint))
     if adapter.use_dora:
         w.append(Warn("ollama_dora", "ollama",
                       "the adapter uses DoRA (magnitude vectors), which Ollama's adapter import cannot "
@@ -781,7 +782,8 @@ MERGE_MANIFEST = "merge_manifest.json"   # lists the files of a --merge DIR outs
 def export(adapter_dir: str, output_dir: str, *, name: str | None = None, base_model: str | None = None,
            ollama_base: str | None = None, merge: str | None = None, merge_requested: bool = False,
            dtype: str = "bf16", atol: float = 1e-3, rtol: float = 1e-4, ollama_host: str = DEFAULT_OLLAMA_HOST,
-           force: bool = False, copy_adapter: bool = True) -> dict[str, Any]:
+           force: bool = False, copy_adapter: bool = True, gguf: bool = False, llama_cpp: str | None = None,
+           gguf_outtype: str = "f16", gguf_quant: str = "q8_0") -> dict[str, Any]:
     """Write the export directory; returns the --json document. Nothing is written on failure."""
     import contextlib
 
@@ -819,6 +821,13 @@ def export(adapter_dir: str, output_dir: str, *, name: str | None = None, base_m
     if tok is None:
         warnings.append(Warn("no_tokenizer", "all", f"no tokenizer found in {adapter.path} or the base",
                              "pass --base-model"))
+    llama = None
+    if gguf:   # the GGUF route (export_gguf.py): find llama.cpp's converter first (exit 2 when missing)
+        from . import export_gguf
+
+        llama = export_gguf.find_llama_cpp(llama_cpp)
+        warnings = export_gguf.gguf_warnings(warnings, adapter, base, ollama_base, merge_requested,
+                                             gguf_outtype, gguf_quant)
     if ollama_base:
         from_ = ollama_base
     elif base.gguf is not None:
@@ -831,7 +840,7 @@ def export(adapter_dir: str, output_dir: str, *, name: str | None = None, base_m
     codes = {w.code for w in warnings}
     ollama_blockers = {"ollama_unsupported_architecture", "ollama_rslora", "ollama_dora",
                        "ollama_modules_to_save", "ollama_unsupported_modules", "ollama_base_unknown",
-                       "unknown_architecture", "base_not_found"}
+                       "unknown_architecture", "base_not_found", "gguf_base_needed"}
     vllm_blockers = {"vllm_dora", "vllm_modules_to_save", "vllm_rank_too_large", "base_not_found"}
     tags = ["fine-tuned", "lora", f"r{adapter.r}"] + ([f"base:{base.spec}"] if base.spec else [])
 
@@ -851,9 +860,16 @@ def export(adapter_dir: str, output_dir: str, *, name: str | None = None, base_m
                     files.append(f"adapter/{f.name}")
         else:
             adapter_rel = adapter_abs = str(adapter.path)
+        gguf_result: dict[str, Any] | None = None
+        modelfile_adapter = adapter_rel
+        if llama is not None:
+            gguf_result = export_gguf.write_adapter_gguf(llama, adapter, base, tmp, outtype=gguf_outtype)
+            if gguf_result.get("file"):
+                modelfile_adapter = "./" + gguf_result["file"]
+                files.append(gguf_result["file"])
 
-        (tmp / "Modelfile").write_text(modelfile_text(from_=from_, adapter_rel=adapter_rel, tmpl=tmpl, name=name,
-                                                      adapter=adapter, base=base), encoding="utf-8")
+        (tmp / "Modelfile").write_text(modelfile_text(from_=from_, adapter_rel=modelfile_adapter, tmpl=tmpl,
+                                                      name=name, adapter=adapter, base=base), encoding="utf-8")
         vllm_base = str(base.hf_dir) if base.hf_dir is not None else (base.hub_id or str(adapter.base))
         cmd = vllm_command(base_arg=vllm_base, name=name, adapter_path=adapter_abs, rank=rank, max_model_len=None)
         (tmp / "vllm_serve.sh").write_text(
@@ -878,6 +894,10 @@ def export(adapter_dir: str, output_dir: str, *, name: str | None = None, base_m
                 raise MergeVerificationFailed(merge_result)   # unwinds both temp dirs: nothing written
             if merge_rel is not None:
                 files += sorted(str(p.relative_to(tmp)) for p in target.rglob("*") if p.is_file())
+            if llama is not None:
+                merge_result["gguf"] = export_gguf.write_merged_gguf(llama, target, tmp, qtype=gguf_quant,
+                                                                     tmpl=tmpl, name=name)
+                files += merge_result["gguf"]["files"]
 
         doc = {
             "adapter_dir": str(adapter.path), "output_dir": str(out), "name": name,
@@ -888,7 +908,7 @@ def export(adapter_dir: str, output_dir: str, *, name: str | None = None, base_m
                         "use_dora": adapter.use_dora, "modules_to_save": adapter.modules_to_save,
                         "size_bytes": adapter.size_bytes()},
             "chat_template": {k: v for k, v in tmpl.items() if k != "mismatch"} | {"tokenizer": tok_src},
-            "ollama": {"modelfile": str(out / "Modelfile"), "from": from_, "adapter": adapter_rel,
+            "ollama": {"modelfile": str(out / "Modelfile"), "from": from_, "adapter": modelfile_adapter,
                        "ready": not (codes & ollama_blockers),
                        "create_command": f"ollama create {name} -f {out / 'Modelfile'}",
                        "run_command": f"ollama run {name}"},
@@ -899,8 +919,15 @@ def export(adapter_dir: str, output_dir: str, *, name: str | None = None, base_m
                          "apply_command": f"openclaw config patch --file {out / 'openclaw.patch.json5'}",
                          "model_ref": f"ollama/{name}", "patch": patch, "tags": tags},
             "merge": merge_result,
+            "gguf": gguf_result,
             "warnings": [w.to_dict() for w in warnings],
         }
+        if from_.endswith(".gguf") and Path(from_).is_file() and tmpl.get("family"):
+            # the prompt llama.cpp builds from the FROM GGUF's own chat template vs the Modelfile's
+            from . import export_gguf
+
+            doc["chat_template"]["gguf_check"] = gc = export_gguf.check_gguf_template(Path(from_), tmpl)
+            doc["warnings"] += [w.to_dict() for w in export_gguf.template_warnings(gc)]
         (tmp / "README.md").write_text(readme_text(doc), encoding="utf-8")
         (tmp / MANIFEST_NAME).write_text(json.dumps(doc, indent=2, default=str) + "\n", encoding="utf-8")
     return doc
@@ -924,6 +951,12 @@ class MergeVerificationFailed(BlockingProblem):
 
 # ----------------------------------------------------------------------------- README
 
+def _gguf_readme(doc: dict[str, Any]) -> list[str]:
+    from .export_gguf import readme_lines
+
+    return readme_lines(doc)
+
+
 def readme_text(doc: dict[str, Any]) -> str:
     name = doc["name"]
     o, v, oc, m = doc["ollama"], doc["vllm"], doc["openclaw"], doc["merge"]
@@ -939,7 +972,7 @@ def readme_text(doc: dict[str, Any]) -> str:
             L.append(f"- **{w['code']}** ({w['target']}): {w['message']}." + (f" Fix: {w['hint']}." if w['hint'] else ""))
         L.append("")
     L += ["## Ollama", "",
-          "`Modelfile` uses the base as `FROM`, this folder's `adapter/` as `ADAPTER`, and the chat template "
+          f"`Modelfile` uses the base as `FROM`, this folder's `{o['adapter'][2:] if o['adapter'].startswith('./') else o['adapter']}` as `ADAPTER`, and the chat template "
           "and stop tokens of the training tokenizer"
           + (f" ({doc['chat_template']['family']} family)." if doc['chat_template'].get('family') else " (none recognised: see warnings)."),
           "", "```bash", f"cd {doc['output_dir']}", f"ollama create {name} -f Modelfile",
@@ -948,6 +981,7 @@ def readme_text(doc: dict[str, Any]) -> str:
                         "use the merged model (below) converted to GGUF."), "",
           "The `FROM` line must be exactly the weights the adapter was trained on. To give the base another "
           "way (an Ollama tag or a .gguf), rerun `export_adapter.py` with `--ollama-base`.", "",
+          *_gguf_readme(doc),
           "## vLLM", "", "```bash", v["command"], "```", "",
           f"`--max-lora-rank {v['max_lora_rank']}` is the adapter's rank ({ad['max_rank']}) rounded up to a value "
           "vLLM accepts (1, 8, 16, 32, 64, 128, 256, 320, 512; its default is 16). Query it as model "
