@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from pathlib import Path
 
 import pytest
 
 from conftest import ROOT, run_json, run_script
+from test_export import variant  # the same adapter-config variants as the export tests
 
 torch = pytest.importorskip("torch")
 peft = pytest.importorskip("peft")
@@ -53,15 +53,6 @@ def adapter_dir(smollm2_dir, tmp_path_factory):
     peft.get_peft_model(base, cfg).save_pretrained(str(d))
     transformers.AutoTokenizer.from_pretrained(str(smollm2_dir)).save_pretrained(str(d))
     return d
-
-
-def _variant(src: Path, dst: Path, **changes) -> Path:
-    shutil.copytree(src, dst)
-    p = dst / "adapter_config.json"
-    cfg = json.loads(p.read_text())
-    cfg.update(changes)
-    p.write_text(json.dumps(cfg))
-    return dst
 
 
 def _gguf_tensor(reader, name):
@@ -132,7 +123,7 @@ def test_gguf_export_writes_adapter_gguf_and_modelfile(adapter_dir, smollm2_dir,
 
 @needs_converter
 def test_rslora_and_alpha_pattern_are_folded(adapter_dir, tmp_path):
-    rs = _variant(adapter_dir, tmp_path / "rs", use_rslora=True, alpha_pattern={"v_proj": 32})
+    rs = variant(adapter_dir, tmp_path / "rs", use_rslora=True, alpha_pattern={"v_proj": 32})
     a = export.read_adapter(str(rs))
     base = export.resolve_base(a, None)
     out = tmp_path / "rs.gguf"
@@ -155,7 +146,7 @@ def test_tensor_check_catches_a_wrong_scale(adapter_dir, tmp_path):
     a = export.read_adapter(str(adapter_dir))
     export_gguf.convert_adapter(export_gguf.find_llama_cpp(LLAMA_CPP), a, export.resolve_base(a, None), out,
                                 outtype="f16")
-    wrong = export.read_adapter(str(_variant(adapter_dir, tmp_path / "wrong", lora_alpha=16)))
+    wrong = export.read_adapter(str(variant(adapter_dir, tmp_path / "wrong", lora_alpha=16)))
     res = export_gguf.verify_adapter_gguf(out, wrong, outtype="f16")
     assert not res["passed"] and "relative error" in res["problem"]
     assert export_gguf.verify_adapter_gguf(out, a, outtype="f16")["passed"]
@@ -163,7 +154,7 @@ def test_tensor_check_catches_a_wrong_scale(adapter_dir, tmp_path):
 
 @needs_converter
 def test_dora_needs_merge_for_gguf(adapter_dir, tmp_path):
-    dora = _variant(adapter_dir, tmp_path / "dora", use_dora=True)
+    dora = variant(adapter_dir, tmp_path / "dora", use_dora=True)
     cp = run_script("export_adapter", dora, "--output-dir", tmp_path / "e", "--gguf", "--llama-cpp", LLAMA_CPP)
     assert cp.returncode == 2 and "--merge --gguf" in cp.stderr and "Traceback" not in cp.stderr
     assert not (tmp_path / "e").exists()
