@@ -89,7 +89,7 @@ def has_module(name: str) -> bool:
         return sys.modules[name] is not None
     try:
         return importlib.util.find_spec(name) is not None
-    except (ImportError, ValueError):
+    except (ImportError, ValueError, AttributeError):
         return False
 
 

@@ -284,19 +284,20 @@ def _audit(args, script, argv, result, code, err, seconds) -> None:
 # ---------------------------------------------------------------- output helpers
 
 def progress(iterable: Iterable | None = None, *, total: int | None = None, desc: str = "",
-             unit: str = "it", **kw):
-    """A tqdm progress bar on stderr, shown only when stderr is a terminal (and tqdm is installed)."""
-    show = sys.stderr.isatty() and os.environ.get("FT_NO_PROGRESS") != "1"
+             unit: str = "it", show: bool = True, **kw):
+    """A tqdm progress bar on stderr, shown only when stderr is a terminal (and tqdm is installed);
+    ``show=False`` (e.g. a non-main DDP rank) gives the same object without a bar."""
+    show = show and sys.stderr.isatty() and os.environ.get("FT_NO_PROGRESS") != "1"
     try:
         from tqdm.auto import tqdm
     except ImportError:   # optional: no bar, same iteration
         show = False
     if not show:
-        return _NoBar(iterable, total)
+        return NoBar(iterable, total)
     return tqdm(iterable, total=total, desc=desc, unit=unit, file=sys.stderr, leave=False, **kw)
 
 
-class _NoBar:
+class NoBar:
     """What progress() returns when no bar is shown: iterates, and ignores tqdm's calls."""
 
     def __init__(self, iterable=None, total=None):

@@ -120,18 +120,12 @@ def atomic_open(path: str | os.PathLike, mode: str = "w", *, force: bool = False
             yield fh
             fh.flush()
             os.fsync(fh.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get normal file modes
+        os.chmod(tmp, 0o666 & ~outputs.umask())  # mkstemp makes 0600; outputs get normal file modes
         os.replace(tmp, p)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def write_text(path, text: str, **kw) -> Path:
@@ -169,7 +163,7 @@ def atomic_dir(path: str | os.PathLike, *, force: bool = False, inputs: Iterable
         raise UsageError(f"output directory {p} already exists and is not empty; pass --force to replace it")
     p.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent))
-    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700
+    os.chmod(tmp, 0o777 & ~outputs.umask())  # mkdtemp makes 0700
     try:
         yield tmp
         if p.exists():

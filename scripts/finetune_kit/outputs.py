@@ -258,7 +258,7 @@ def owned_dir(out: str | os.PathLike, *, force: bool = False, inputs: Iterable[s
     except OSError as exc:
         raise UsageError(f"cannot write {p}: {exc.strerror or exc}; choose a writable location") from None
     try:
-        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700
+        os.chmod(tmp, 0o777 & ~umask())  # mkdtemp makes 0700
         yield tmp
         new = sorted(f.relative_to(tmp).as_posix() for f in tmp.rglob("*") if f.is_file() or f.is_symlink())
         _record_owned(tmp / manifest, new if manifest in new else new + [manifest], tool)
@@ -310,7 +310,8 @@ def _remove_owned(root: Path, name: str) -> None:
         d = d.parent
 
 
-def _umask() -> int:
+def umask() -> int:
+    """The process umask (read without changing it)."""
     mask = os.umask(0)
     os.umask(mask)
     return mask

@@ -21,7 +21,6 @@ texts cut into pieces for NER. For one language the findings are identical to pr
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import os
 import re
@@ -31,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+from .bootstrap import has_module
 from .errors import UsageError, require
 
 # tldextract (used by presidio's e-mail recognizer) fetches the public suffix list over the
@@ -106,12 +106,7 @@ class NlpChoice:
                 "detects_names": self.mode != "patterns"}
 
 
-def module_installed(name: str) -> bool:
-    """True when an importable package of that name is installed (no import, no download)."""
-    try:
-        return importlib.util.find_spec(name) is not None
-    except (ImportError, ValueError, AttributeError):
-        return False
+module_installed = has_module  # an importable package of that name is installed (no import, no download)
 
 
 def installed_spacy_models(language: str = "en") -> list[str]:

@@ -56,6 +56,7 @@ from pathlib import Path
 from typing import Any, Callable, Hashable
 
 from . import dedup, jsonl
+from .cli import NoBar
 from .errors import UsageError
 
 SPLIT_NAMES = ("train", "validation", "test")
@@ -171,7 +172,7 @@ class SpillEngine:
         self.params = dedup.lsh_params(threshold, num_perm)
         self.workers = default_workers() if workers is None else workers
         self.chunk_rows = max(1, chunk_rows or CHUNK_ROWS)
-        self._progress = progress or (lambda it=None, **kw: _NoBar(it))
+        self._progress = progress or (lambda it=None, **kw: NoBar(it))
         self.db = sqlite3.connect(self.dir / "rows.sqlite", isolation_level=None)
         self.db.execute("PRAGMA journal_mode=OFF")
         self.db.execute("PRAGMA synchronous=OFF")
@@ -701,15 +702,3 @@ class SpillEngine:
         self.close()
 
 
-class _NoBar:
-    def __init__(self, it=None):
-        self.it = it
-
-    def __iter__(self):
-        return iter(self.it or ())
-
-    def update(self, n: int = 1) -> None:
-        pass
-
-    def close(self) -> None:
-        pass

@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from . import chat, cli, memory, models, templating, train_plan
-from .bootstrap import pip_command
+from .bootstrap import has_module, pip_command
 from .errors import BlockingProblem, UsageError, require
 from .jsonl import sha256_file, write_json
 from .outputs import check_input_file, load_json_input, read_text_input
@@ -378,7 +378,7 @@ def _check_inputs(cfg: FtConfig) -> list[str]:
         raise UsageError(f"--init-adapter {cfg.init_adapter}: no adapter_config.json there (give a train_lora.py "
                          f"output dir or a PEFT adapter dir)")
     t = cfg.training
-    if t.report_to != "none" and not _importable(t.report_to):
+    if t.report_to != "none" and not has_module(t.report_to):
         raise UsageError(f"--report-to {t.report_to}: the package is not installed ({pip_command(t.report_to)})")
     if t.early_stopping_patience and not cfg.data.validation:
         raise UsageError("early stopping needs a validation file (--validation FILE.jsonl)")
@@ -502,18 +502,6 @@ def _init_adapter_info(cfg: FtConfig, ref, problems: _Problems) -> dict[str, Any
                  f"LoRA shape comes from the init adapter (r={ac.get('r')}, alpha={ac.get('lora_alpha')}); "
                  "lora.* settings of this run are ignored", "", severity="warning")
     return info
-
-
-def _importable(mod: str) -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec(mod) is not None
-
-
-def _importable(mod: str) -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec(mod) is not None
 
 
 # =============================================================================== training

@@ -143,13 +143,6 @@ def finite(v: Any) -> bool:
     return isinstance(v, (int, float)) and math.isfinite(v)
 
 
-class _NoBar:
-    n = 0
-
-    def __getattr__(self, name):
-        return lambda *a, **k: None
-
-
 def run_log_callback(transformers, log_path: Path, tokens, total_steps: int, *, main: bool = True):
     """The training_log.jsonl writer. ``tokens()`` returns the real tokens trained so far over all
     processes (a collective under DDP: every rank calls it at each logging step); only ``main``
@@ -166,7 +159,7 @@ def run_log_callback(transformers, log_path: Path, tokens, total_steps: int, *, 
             self.last_t = time.perf_counter()
             self.last_tokens = 0
             self.rows: list[dict] = []
-            self.bar = cli.progress(total=total_steps, desc="training", unit="step") if main else _NoBar()
+            self.bar = cli.progress(total=total_steps, desc="training", unit="step", show=main)
 
         def _write(self, row: dict, replace_last: bool = False):
             if self.fh is None:

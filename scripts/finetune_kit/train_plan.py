@@ -18,12 +18,11 @@ process / DDP / FSDP) is a *configuration* here - a plan dict the trainer wiring
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import os
 from typing import Any
 
-from .bootstrap import pip_command
+from .bootstrap import has_module, pip_command
 
 EVALS_PER_RUN = 10          # default cadence: about this many evaluations (and checkpoints) per run
 MAX_AUTO_INTERVAL = 500     # ... but never fewer than one every this many steps on long runs
@@ -144,7 +143,7 @@ def quantization_config(dtype: str) -> dict[str, Any]:
 
 
 def _bnb_version() -> tuple[int, ...] | None:
-    if importlib.util.find_spec("bitsandbytes") is None:
+    if not has_module("bitsandbytes"):
         return None
     import importlib.metadata as md
 
@@ -194,7 +193,7 @@ def device_problems(cfg, plan: dict[str, Any], device: dict[str, Any], *,
             out.append({"code": "unsloth_unavailable", "severity": "warning",
                         "message": "use_unsloth: true but Unsloth needs a CUDA GPU; the plain transformers + PEFT "
                                    "path is used", "hint": ""})
-        elif importlib.util.find_spec("unsloth") is None and not planning:
+        elif not has_module("unsloth") and not planning:
             out.append({"code": "unsloth_unavailable", "severity": "warning",
                         "message": "use_unsloth: true but unsloth is not installed; the plain transformers + PEFT "
                                    "path is used", "hint": pip_command("unsloth")})

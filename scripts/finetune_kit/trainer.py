@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from . import memory, models
+from .bootstrap import has_module
 from .errors import BlockingProblem, UsageError, require
 
 CHECKPOINTS = "checkpoints"
@@ -76,7 +77,7 @@ def load_model(p, plan: dict[str, Any]):
     """(model, unsloth_used) for the prepared run."""
     cfg, ref = p.cfg, p.ref
     cuda = plan["device"] == "cuda"
-    if cfg.use_unsloth and cuda and _importable("unsloth"):
+    if cfg.use_unsloth and cuda and has_module("unsloth"):
         from unsloth import FastLanguageModel  # optional accelerated path (CUDA only, untested here)
 
         src = str(models.ensure_hf_dir(ref) or ref.path)
@@ -245,12 +246,6 @@ def _count_labels(ds) -> tuple[int, int]:
         rows += 1
         trainable += sum(1 for t in lab if t != -100)
     return rows, trainable
-
-
-def _importable(mod: str) -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec(mod) is not None
 
 
 def qlora_reference(src: str, adapter_dir: str, quantization: dict[str, Any], logits, device: str):
