@@ -149,6 +149,10 @@ def test_json_document_and_next_steps():
     # SKILL.md's decision flow: prepare -> validate -> scan/redact -> costs
     assert (scripts.index("prepare_data.py") < scripts.index("validate_jsonl.py") < scripts.index("scan_pii.py")
             < scripts.index("estimate_costs.py"))
+    # redact before anything is split or copied (compliance.md), then check all splits in one call
+    cmd = {st["script"]: st.get("command", "") for st in doc["next_steps"]}
+    assert "--redact" in cmd["prepare_data.py"]
+    assert "--fail-on any" in cmd["scan_pii.py"] and "data/test.jsonl" in cmd["scan_pii.py"]
     # commands name this skill's real scripts folder, never a literal {baseDir}
     from finetune_kit.bootstrap import SCRIPTS_DIR
     for st in doc["next_steps"]:

@@ -297,13 +297,15 @@ def next_steps(rec: str, a: Answers, self_hosted_only: bool) -> list[dict[str, s
         first = [{"script": None, "why": STRUCTURED_OUTPUTS}]
     if rec == "fine_tune":
         return first + [   # SKILL.md's flow: prepare -> validate -> scan/redact -> cost -> baseline -> train
-            {"script": "prepare_data.py", "why": "convert your export, deduplicate and split train/validation/test "
-                                                 "without leakage",
-             "command": S + "prepare_data.py YOUR_EXPORT.jsonl --output-dir data/"},
+            {"script": "prepare_data.py", "why": "convert your export, redact personal data as it reads (so no split "
+                                                 "and not removed.jsonl holds a raw value), deduplicate and split "
+                                                 "train/validation/test without leakage",
+             "command": S + "prepare_data.py YOUR_EXPORT.jsonl --redact pseudonym --output-dir data/"},
             {"script": "validate_jsonl.py", "why": "check format, token counts, duplicates and train/test leakage",
              "command": S + "validate_jsonl.py data/train.jsonl data/validation.jsonl data/test.jsonl"},
-            {"script": "scan_pii.py", "why": "find and redact personal data before anything leaves the machine",
-             "command": S + "scan_pii.py data/train.jsonl --redact data/train.redacted.jsonl"},
+            {"script": "scan_pii.py", "why": "check all splits in one call before anything leaves the machine "
+                                             "(exit 1 on any finding left)",
+             "command": S + "scan_pii.py data/train.jsonl data/validation.jsonl data/test.jsonl --fail-on any"},
             {"script": "estimate_costs.py", "why": "training cost, savings against the model you run today, the "
                                                    "prompt-only switch, and break-even",
              "command": _estimate_cmd(a)},
